@@ -185,7 +185,8 @@ func (s *Store) createZone(ctx context.Context, name, account string, ch Change)
 		ch.SOA = &soa
 	}
 	now := s.opts.Now().UTC().Truncate(time.Second)
-	c, _ := json.Marshal(createJSON{Account: account, Created: unixString(now), Gen: randomHex(8)})
+	gen := randomHex(8)
+	c, _ := json.Marshal(createJSON{Account: account, Created: unixString(now), Gen: gen})
 	res, err := s.run(ctx, zn, ch, string(c))
 	if errors.Is(err, ErrExists) {
 		// Index a zone whose earlier create stopped before indexing it.
@@ -202,7 +203,7 @@ func (s *Store) createZone(ctx context.Context, name, account string, ch Change)
 	if err := s.indexZone(ctx, zn, account); err != nil {
 		return Zone{}, err
 	}
-	return Zone{Name: zn, Account: account, Serial: res.Serial, SOA: *ch.SOA, Created: now, Version: res.Version}, nil
+	return Zone{Name: zn, Account: account, Serial: res.Serial, SOA: *ch.SOA, Created: now, Version: res.Version, Gen: gen}, nil
 }
 
 func (s *Store) indexZone(ctx context.Context, zone, account string) error {
