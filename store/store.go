@@ -12,10 +12,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -57,6 +59,7 @@ type Store struct {
 	rdb    redis.UniversalClient
 	opts   Options
 	policy record.Policy
+	events string // the change event channel
 }
 
 // ParseURL turns a --redis URL into go-redis options. Besides go-redis's own
@@ -75,7 +78,7 @@ func ParseURL(raw string) (*redis.UniversalOptions, error) {
 	case "redis", "rediss", "unix":
 		o, err := redis.ParseURL(raw)
 		if err != nil {
-			return nil, fmt.Errorf("redis URL %q: %w", redact(raw), err)
+			return nil, fmt.Errorf("redis URL %q: %w", RedactURL(raw), err)
 		}
 		uo := &redis.UniversalOptions{
 			Addrs: []string{o.Addr}, DB: o.DB,
@@ -90,9 +93,31 @@ func ParseURL(raw string) (*redis.UniversalOptions, error) {
 		}
 		return uo, nil
 	case "redis-cluster":
-		o, err := redis.ParseClusterURL("redis://" + rest)
+		// go-redis reads one host from the URL and more from addr=
+		// parameters: move all hosts but the first there.
+		auth, hosts := "", rest
+		if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+			auth, hosts = rest[:i+1], rest[i+1:]
+		}
+		tail := ""
+		if i := strings.IndexAny(hosts, "/?"); i >= 0 {
+			hosts, tail = hosts[:i], hosts[i:]
+		}
+		addrs := strings.Split(hosts, ",")
+		for _, h := range addrs {
+			if _, _, err := net.SplitHostPort(h); err != nil {
+				return nil, fmt.Errorf("redis URL %q: cluster address %q: want host:port", RedactURL(raw), h)
+			}
+		}
+		if len(addrs) > 1 && !strings.Contains(tail, "?") {
+			tail += "?"
+		}
+		for _, h := range addrs[1:] {
+			tail += "&addr=" + url.QueryEscape(h)
+		}
+		o, err := redis.ParseClusterURL("redis://" + auth + addrs[0] + tail)
 		if err != nil {
-			return nil, fmt.Errorf("redis URL %q: %w", redact(raw), err)
+			return nil, fmt.Errorf("redis URL %q: %w", RedactURL(raw), err)
 		}
 		return &redis.UniversalOptions{
 			Addrs: o.Addrs, Username: o.Username, Password: o.Password,
@@ -101,12 +126,12 @@ func ParseURL(raw string) (*redis.UniversalOptions, error) {
 	case "redis-sentinel":
 		return parseSentinel(raw, rest)
 	}
-	return nil, fmt.Errorf("redis URL %q: unknown scheme %q", redact(raw), scheme)
+	return nil, fmt.Errorf("redis URL %q: unknown scheme %q", RedactURL(raw), scheme)
 }
 
 func parseSentinel(raw, rest string) (*redis.UniversalOptions, error) {
 	bad := func(format string, a ...any) error {
-		return fmt.Errorf("redis URL %q: %s", redact(raw), fmt.Sprintf(format, a...))
+		return fmt.Errorf("redis URL %q: %s", RedactURL(raw), fmt.Sprintf(format, a...))
 	}
 	o := &redis.UniversalOptions{}
 	rest, query, _ := strings.Cut(rest, "?")
@@ -147,8 +172,8 @@ func parseSentinel(raw, rest string) (*redis.UniversalOptions, error) {
 	return o, nil
 }
 
-// redact hides a password in a URL shown in an error.
-func redact(raw string) string {
+// RedactURL hides the password of a Redis URL, for messages and logs.
+func RedactURL(raw string) string {
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
 		return raw
@@ -177,10 +202,16 @@ func Open(ctx context.Context, redisURL string, opts Options) (*Store, error) {
 // New wraps a connected go-redis client: it pings it and checks the schema.
 // The Store owns the client from then on (Close closes it).
 func New(ctx context.Context, rdb redis.UniversalClient, opts Options) (*Store, error) {
+	quietRedis.Do(func() { redis.SetLogger(redisLogger{}) })
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Store{rdb: rdb, opts: opts, policy: record.Policy{MXHosts: opts.MXHosts}}
+	s := &Store{rdb: rdb, opts: opts, policy: record.Policy{MXHosts: opts.MXHosts}, events: channel}
+	// Pub/sub ignores the database number: give each database its own
+	// channel, so stores sharing a server do not see each other's events.
+	if c, ok := rdb.(*redis.Client); ok && c.Options().DB != 0 {
+		s.events = channel + ":" + strconv.Itoa(c.Options().DB)
+	}
 	pctx, cancel := context.WithTimeout(ctx, 4*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
@@ -192,6 +223,16 @@ func New(ctx context.Context, rdb redis.UniversalClient, opts Options) (*Store, 
 		return nil, err
 	}
 	return s, nil
+}
+
+var quietRedis sync.Once
+
+// redisLogger sends go-redis's own messages (dial retries and the like) to
+// slog at debug level: the store reports failures itself, as errors, once.
+type redisLogger struct{}
+
+func (redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	slog.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }
 
 func (s *Store) checkSchema(ctx context.Context) error {
@@ -251,23 +292,23 @@ const (
 	keyZones    = "mx:zones"    // set of zone names
 	keyAccounts = "mx:accounts" // set of account ids
 	keyTSIGs    = "mx:tsigs"    // set of TSIG key names
-	channel     = "mx:events"   // change events
+	channel     = "mx:events"   // change events (database 0; "mx:events:N" for database N)
 )
 
-func keyZone(z string) string        { return "mx:z:{" + z + "}" } // hash: account, serial, soa...
-func keyRecords(z string) string     { return "mx:r:{" + z + "}" } // hash: id -> encoded record
-func keyOwners(z string) string      { return "mx:o:{" + z + "}" } // hash: owner -> "id id ..."
-func keyDeliveries(z string) string  { return "mx:l:{" + z + "}" } // list: delivery log, newest first
-func keyAccount(a string) string     { return "mx:a:{" + a + "}" } // hash: role, parent, created
-func keyAcctZones(a string) string   { return "mx:a:{" + a + "}:zones" }
-func keyAcctKids(a string) string    { return "mx:a:{" + a + "}:children" }
-func keyAcctTokens(a string) string  { return "mx:a:{" + a + "}:tokens" }
-func keyAcctUsers(a string) string   { return "mx:a:{" + a + "}:users" }
-func keyUser(email string) string    { return "mx:u:{" + email + "}" }
-func keyToken(hash string) string    { return "mx:t:" + hash }
-func keyTokenID(id string) string    { return "mx:tid:" + id }
-func keyTSIG(name string) string     { return "mx:k:" + name }
-func unixTime(v string) time.Time    { n, _ := strconv.ParseInt(v, 10, 64); return time.Unix(n, 0).UTC() }
-func unixString(t time.Time) string  { return strconv.FormatInt(t.Unix(), 10) }
-func parseUint32(v string) uint32    { n, _ := strconv.ParseUint(v, 10, 32); return uint32(n) }
-func parseUint64(v string) uint64    { n, _ := strconv.ParseUint(v, 10, 64); return n }
+func keyZone(z string) string       { return "mx:z:{" + z + "}" } // hash: account, serial, soa...
+func keyRecords(z string) string    { return "mx:r:{" + z + "}" } // hash: id -> encoded record
+func keyOwners(z string) string     { return "mx:o:{" + z + "}" } // hash: owner -> "id id ..."
+func keyDeliveries(z string) string { return "mx:l:{" + z + "}" } // list: delivery log, newest first
+func keyAccount(a string) string    { return "mx:a:{" + a + "}" } // hash: role, parent, created
+func keyAcctZones(a string) string  { return "mx:a:{" + a + "}:zones" }
+func keyAcctKids(a string) string   { return "mx:a:{" + a + "}:children" }
+func keyAcctTokens(a string) string { return "mx:a:{" + a + "}:tokens" }
+func keyAcctUsers(a string) string  { return "mx:a:{" + a + "}:users" }
+func keyUser(email string) string   { return "mx:u:{" + email + "}" }
+func keyToken(hash string) string   { return "mx:t:" + hash }
+func keyTokenID(id string) string   { return "mx:tid:" + id }
+func keyTSIG(name string) string    { return "mx:k:" + name }
+func unixTime(v string) time.Time   { n, _ := strconv.ParseInt(v, 10, 64); return time.Unix(n, 0).UTC() }
+func unixString(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
+func parseUint32(v string) uint32   { n, _ := strconv.ParseUint(v, 10, 32); return uint32(n) }
+func parseUint64(v string) uint64   { n, _ := strconv.ParseUint(v, 10, 64); return n }

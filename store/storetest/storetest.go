@@ -182,17 +182,24 @@ func New(t testing.TB) *store.Store {
 // NewWith is New with other options.
 func NewWith(t testing.TB, o store.Options) *store.Store {
 	t.Helper()
-	srv := Shared(t)
-	db := int(nextDB.Add(1))
-	if db >= 1024 {
-		t.Fatal("storetest: out of databases")
-	}
-	s, err := store.Open(context.Background(), srv.URL(db), o)
+	s, err := store.Open(context.Background(), NewURL(t), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// NewURL returns the redis:// URL of a fresh, empty database of the
+// package's shared redis-server, for tests that run the mxport binary.
+func NewURL(t testing.TB) string {
+	t.Helper()
+	srv := Shared(t)
+	db := int(nextDB.Add(1))
+	if db >= 1024 {
+		t.Fatal("storetest: out of databases")
+	}
+	return srv.URL(db)
 }
 
 // Shared returns the package's shared server, starting it at first use. It
