@@ -135,7 +135,6 @@ run: deps build redis-start
 	echo "  dig @$$dnshost -p $$dnsport www.demo.test A"; \
 	echo "  swaks --server $$smtphost:$$smtpport --to someone@demo.test"; \
 	echo "  $${env}bin/mxport record list demo.test"; \
-	echo "  $${env}bin/mxport queue list      (nothing listens on mail.demo.test:2525, so mail waits)"; \
 	echo "  curl -H 'Authorization: Bearer TOKEN' http://$$httphost:$$httpport/api/v1/zones   (TOKEN printed above)"; \
 	echo "  panel: http://$$httphost:$$httpport/  login $(DEMO_EMAIL), password $(DEMO_PASSWORD)"; \
 	echo
