@@ -69,7 +69,7 @@ func (sub *Subscription) Close() error {
 // the subscription: every write that completes after Subscribe returns is
 // delivered. A slow reader stalls the subscription rather than losing events.
 func (s *Store) Subscribe(ctx context.Context) (*Subscription, error) {
-	ps := s.rdb.Subscribe(ctx, channel)
+	ps := s.rdb.Subscribe(ctx, s.events)
 	if _, err := ps.Receive(ctx); err != nil {
 		ps.Close()
 		return nil, unavailable(err)

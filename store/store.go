@@ -239,9 +239,13 @@ func (s *Store) checkSchema(ctx context.Context) error {
 	if err := s.rdb.SetNX(ctx, keySchema, SchemaVersion, 0).Err(); err != nil {
 		return fmt.Errorf("schema version: %w", unavailable(err))
 	}
-	v, err := s.rdb.Get(ctx, keySchema).Int()
+	raw, err := s.rdb.Get(ctx, keySchema).Result()
 	if err != nil {
 		return fmt.Errorf("schema version: %w", unavailable(err))
+	}
+	v, err := strconv.Atoi(raw)
+	if err != nil { // not a transport failure: say what is wrong
+		return fmt.Errorf("redis key %s holds %q, not a schema version: is this database used by something else?", keySchema, raw)
 	}
 	if v > SchemaVersion {
 		return fmt.Errorf("redis holds schema version %d, newer than this mxport understands (%d): upgrade mxport", v, SchemaVersion)

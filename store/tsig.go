@@ -79,9 +79,14 @@ func (s *Store) CreateTSIGKey(ctx context.Context, name, algorithm string, zones
 	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, keyTSIG(n), "algorithm", k.Algorithm, "zones", strings.Join(zs, " "), "created", unixString(k.Created))
 		p.SAdd(ctx, keyTSIGs, n)
-		p.Publish(ctx, channel, "K "+n)
 		return nil
 	})
+	if err == nil {
+		// Published only after the writes: a Cluster runs a pipeline's
+		// commands for different nodes in parallel, so a PUBLISH in it
+		// could reach a follower before the key it announces.
+		err = s.rdb.Publish(ctx, s.events, "K "+n).Err()
+	}
 	if err != nil {
 		return TSIGKey{}, fmt.Errorf("create TSIG key %s: %w", n, unavailable(err))
 	}
@@ -120,11 +125,10 @@ func (s *Store) DeleteTSIGKey(ctx context.Context, name string) error {
 	if removed == 0 {
 		return fmt.Errorf("TSIG key %s: %w", n, ErrNotFound)
 	}
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.SRem(ctx, keyTSIGs, n)
-		p.Publish(ctx, channel, "K "+n)
-		return nil
-	})
+	err = s.rdb.SRem(ctx, keyTSIGs, n).Err()
+	if err == nil {
+		err = s.rdb.Publish(ctx, s.events, "K "+n).Err() // after the write, as in CreateTSIGKey
+	}
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("delete TSIG key %s: %w", n, unavailable(err))
 	}

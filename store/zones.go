@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -184,6 +185,11 @@ func (s *Store) createZone(ctx context.Context, name, account string, ch Change)
 		soa := s.DefaultSOA(zn)
 		ch.SOA = &soa
 	}
+	soa, err := checkSOA(*ch.SOA) // canonical, as stored and returned
+	if err != nil {
+		return Zone{}, err
+	}
+	ch.SOA = &soa
 	now := s.opts.Now().UTC().Truncate(time.Second)
 	gen := randomHex(8)
 	c, _ := json.Marshal(createJSON{Account: account, Created: unixString(now), Gen: gen})
@@ -273,7 +279,7 @@ func (s *Store) run(ctx context.Context, zone string, ch Change, create string) 
 		return Result{}, err
 	}
 	keys := []string{keyZone(zone), keyRecords(zone), keyOwners(zone)}
-	v, err := mutateScript.Run(ctx, s.rdb, keys, ch.IfVersion, s.serialFloor(), channel, zone, string(buf), create).StringSlice()
+	v, err := mutateScript.Run(ctx, s.rdb, keys, ch.IfVersion, s.serialFloor(), s.events, zone, string(buf), create).StringSlice()
 	if err != nil {
 		return Result{}, scriptError(err)
 	}
@@ -436,6 +442,9 @@ func (s *Store) ZoneData(ctx context.Context, zone string) (ZoneData, error) {
 
 // readZones reads zones in one transaction; a missing zone gives nil.
 func (s *Store) readZones(ctx context.Context, names []string) ([]*ZoneData, error) {
+	if _, ok := s.rdb.(*redis.ClusterClient); ok && len(names) > 1 {
+		return s.readZonesCluster(ctx, names)
+	}
 	zcmds := make([]*redis.MapStringStringCmd, len(names))
 	rcmds := make([]*redis.MapStringStringCmd, len(names))
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -466,6 +475,34 @@ func (s *Store) readZones(ctx context.Context, names []string) ([]*ZoneData, err
 		}
 		SortRecords(zd.Records)
 		out[i] = zd
+	}
+	return out, nil
+}
+
+// readZonesCluster reads zones one transaction each, a few at a time: a
+// Cluster refuses a transaction whose keys are in several slots, and each
+// zone has its own.
+func (s *Store) readZonesCluster(ctx context.Context, names []string) ([]*ZoneData, error) {
+	out := make([]*ZoneData, len(names))
+	errs := make([]error, len(names))
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for i, n := range names {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			var zs []*ZoneData
+			if zs, errs[i] = s.readZones(ctx, []string{n}); errs[i] == nil {
+				out[i] = zs[0]
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
@@ -554,7 +591,7 @@ func (s *Store) DeleteZone(ctx context.Context, zone string) error {
 		return fmt.Errorf("zone %q: %w", zone, ErrNotFound)
 	}
 	keys := []string{keyZone(zn), keyRecords(zn), keyOwners(zn), keyDeliveries(zn)}
-	account, err := deleteScript.Run(ctx, s.rdb, keys, channel, zn).Text()
+	account, err := deleteScript.Run(ctx, s.rdb, keys, s.events, zn).Text()
 	if err != nil {
 		return fmt.Errorf("delete zone %s: %w", zn, scriptError(err))
 	}

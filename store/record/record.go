@@ -332,11 +332,26 @@ func Normalize(zone string, r Record, p Policy) (Record, error) {
 	if err := checkTargets(rr); err != nil {
 		return Record{}, err
 	}
-	canon := strings.TrimPrefix(rr.String(), rr.Header().String())
+	canon := rdata(rr)
 	if code == dns.TypeMX {
 		canon = mx.String()
+	} else if again, err := dns.NewRR(FQDN(zone, owner) + " " + strconv.Itoa(int(r.TTL)) + " IN " + typ + " " + canon); err != nil || again == nil || rdata(again) != canon {
+		// miekg/dns accepts a few inputs that it prints in a form it
+		// cannot read back (a CAA with an empty tag): the stored form
+		// must parse, to itself.
+		return Record{}, fieldErr("data", "%s data %q is not valid", typ, r.Data)
 	}
 	return Record{ID: r.ID, Name: owner, Type: typ, TTL: r.TTL, Data: canon}, nil
+}
+
+// rdata returns the presentation form of rr's RDATA.
+func rdata(rr dns.RR) string {
+	if u, ok := rr.(*dns.RFC3597); ok {
+		// RFC3597.String prints its own header ("CLASS1 TYPEnnn"), which
+		// Header().String() does not match (RFC 3597 5).
+		return strings.TrimSpace(`\# ` + strconv.Itoa(len(u.Rdata)/2) + " " + u.Rdata)
+	}
+	return strings.TrimPrefix(rr.String(), rr.Header().String())
 }
 
 // parseMsg strips miekg/dns's positional suffix, meaningless for one record.
@@ -355,8 +370,12 @@ func packable(rr dns.RR, data string) error {
 	if _, err := dns.PackRR(rr, buf, 0, nil, false); err != nil {
 		return fieldErr("data", "%s data does not encode: %s", dns.TypeToString[rr.Header().Rrtype], parseMsg(err))
 	}
-	if rr.Header().Rdlength == 0 && !strings.HasPrefix(data, `\#`) {
-		return fieldErr("data", "data is empty")
+	// Only an unknown type may be empty (RFC 3597 "\# 0"); "\# 0" for a
+	// known type gives an A or HTTPS with zero fields, not a record.
+	if _, unknown := rr.(*dns.RFC3597); !unknown {
+		if f := strings.Fields(data); rr.Header().Rdlength == 0 || len(f) >= 2 && f[0] == `\#` && f[1] == "0" {
+			return fieldErr("data", "data is empty")
+		}
 	}
 	return nil
 }
