@@ -375,6 +375,10 @@ func (s *Store) Tokens(ctx context.Context, account string) ([]Token, error) {
 		return nil, fmt.Errorf("list tokens: %w", unavailable(err))
 	}
 	sort.Strings(ids)
+	a, err := s.Account(ctx, account)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
 	var out []Token
 	for _, id := range ids {
 		h, err := s.rdb.Get(ctx, keyTokenID(id)).Result()
@@ -389,7 +393,7 @@ func (s *Store) Tokens(ctx context.Context, account string) ([]Token, error) {
 			return nil, fmt.Errorf("list tokens: %w", unavailable(err))
 		}
 		if len(f) > 0 {
-			out = append(out, Token{ID: id, Account: f["account"], Name: f["name"], Created: unixTime(f["created"])})
+			out = append(out, Token{ID: id, Account: f["account"], Role: a.Role, Name: f["name"], Created: unixTime(f["created"])})
 		}
 	}
 	return out, nil

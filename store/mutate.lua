@@ -149,6 +149,12 @@ if nsBefore > 0 and count(owners['@'], 'NS') == 0 then
   return fail('invalid', 'type', 'the last NS record of the apex cannot be removed')
 end
 
+-- A change that changes nothing (only quiet no-ops) keeps serial and
+-- version, and publishes nothing (RFC 2136 3.7: no serial bump).
+if #order == 0 and not soa and not create then
+  return {string.format('%d', serial), string.format('%d', ver)}
+end
+
 -- Validated: write.
 for _, id in ipairs(order) do
   if writes[id] then redis.call('HSET', kr, id, writes[id]) else redis.call('HDEL', kr, id) end

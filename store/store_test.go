@@ -542,6 +542,41 @@ func TestQuiet(t *testing.T) {
 	}
 }
 
+// TestNoOpChange checks that a change of only quiet no-ops keeps serial and
+// version (RFC 2136 3.7) and publishes nothing.
+func TestNoOpChange(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	mustZone(t, s, "noop.test")
+	mustAdd(t, s, "noop.test", "www", "A", 300, "192.0.2.1")
+	before := mustData(t, s, "noop.test")
+	sub, err := s.Subscribe(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	res, err := s.Change(bg, "noop.test", store.Change{Ops: []store.Op{
+		{Kind: store.OpAdd, Quiet: true, Record: record.Record{Name: "www", Type: "A", TTL: 300, Data: "192.0.2.1"}},
+		{Kind: store.OpDelete, Quiet: true, ID: "999"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Serial != before.Serial || res.Version != before.Version || len(res.IDs) != 0 {
+		t.Fatalf("no-op change gave %+v; zone was at serial %d version %d", res, before.Serial, before.Version)
+	}
+	// The next real change's event is the first one the subscriber sees.
+	mustAdd(t, s, "noop.test", "www", "A", 300, "192.0.2.2")
+	select {
+	case ev := <-sub.C:
+		if ev.Version != before.Version+1 {
+			t.Fatalf("first event after the no-op has version %d, want %d", ev.Version, before.Version+1)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event for the real change")
+	}
+}
+
 // TestChangeIsOneEvent checks that a Change of several ops bumps the serial
 // and the version once and publishes one event.
 func TestChangeIsOneEvent(t *testing.T) {

@@ -153,7 +153,9 @@ func (s *Store) CreateZone(ctx context.Context, name, account string) (Zone, err
 
 // ImportZone creates zone name for account with exactly the given SOA and
 // records, or, when the zone exists and replace is set, replaces its SOA
-// fields and records in one change. soa.Serial semantics as in Change.
+// fields and records in one change, whichever account owns it: callers
+// acting for an account check ownership first. serial is kept when it is
+// above the next one (as Change.Serial).
 func (s *Store) ImportZone(ctx context.Context, name, account string, soa SOA, serial uint32, recs []record.Record, replace bool) (Zone, error) {
 	ops := make([]Op, len(recs))
 	for i, r := range recs {
