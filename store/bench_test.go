@@ -255,12 +255,23 @@ func BenchmarkAddRecord(b *testing.B) {
 			}
 		})
 	})
-	b.Run("same-owner", func(b *testing.B) {
+	// The worst case the limits allow: a write at an owner name holding
+	// MaxOwnerRecords records.
+	b.Run("full-owner", func(b *testing.B) {
 		s := newStore(b)
 		mustZone(b, s, "add.test")
+		var ops []store.Op
+		for i := 0; i < store.MaxOwnerRecords-2; i++ { // 2 apex NS exist
+			ops = append(ops, store.Op{Kind: store.OpAdd, Record: record.Record{Name: "@", Type: "TXT", TTL: 300, Data: `"t` + strconv.Itoa(i) + `"`}})
+		}
+		res, err := s.Change(bg, "add.test", store.Change{Ops: ops})
+		if err != nil {
+			b.Fatal(err)
+		}
+		id := res.IDs[0]
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			if _, err := s.AddRecord(bg, "add.test", record.Record{Name: "@", Type: "TXT", TTL: 300, Data: `"t` + strconv.Itoa(i) + `"`}); err != nil {
+			if _, err := s.UpdateRecord(bg, "add.test", id, record.Record{Name: "@", Type: "TXT", TTL: 300, Data: `"u` + strconv.Itoa(i) + `"`}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -7,7 +7,8 @@
 --       3 owner index (owner -> "id id ...")
 -- ARGV: 1 expected version ("0" = any), 2 serial floor (YYYYMMDD00),
 --       3 event channel, 4 zone name, 5 ops (JSON array),
---       6 creation (JSON {"account","created","gen"}, or "" to change an existing zone)
+--       6 creation (JSON {"account","created","gen"}, or "" to change an existing zone),
+--       7 most records a zone may hold, 8 most records at one owner name
 -- Returns {serial, version, new ids...}; errors are "MXERR kind field message".
 local kz, kr, ko = KEYS[1], KEYS[2], KEYS[3]
 local zone = ARGV[4]
@@ -144,6 +145,21 @@ for owner, set in pairs(owners) do
   if count(set, 'CNAME') > 0 and count(set, nil) > 1 then
     return fail('invalid', 'type', 'a CNAME cannot coexist with other records at ' .. owner)
   end
+end
+local maxOwner = tonumber(ARGV[8])
+for owner, set in pairs(owners) do
+  if count(set, nil) > maxOwner then
+    return fail('invalid', 'name', 'more than ' .. maxOwner .. ' records at ' .. owner)
+  end
+end
+local total = redis.call('HLEN', kr)
+for _, id in ipairs(order) do
+  local stored = redis.call('HEXISTS', kr, id) == 1
+  if writes[id] and not stored then total = total + 1 end
+  if not writes[id] and stored then total = total - 1 end
+end
+if total > tonumber(ARGV[7]) then
+  return fail('invalid', 'zone', 'a zone holds at most ' .. ARGV[7] .. ' records')
 end
 if nsBefore > 0 and count(owners['@'], 'NS') == 0 then
   return fail('invalid', 'type', 'the last NS record of the apex cannot be removed')

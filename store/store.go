@@ -52,6 +52,9 @@ type Options struct {
 	NS []string
 	// Now is the clock; nil means time.Now. Tests set it.
 	Now func() time.Time
+	// MaxZoneRecords and MaxOwnerRecords limit the records of one zone
+	// and at one owner name; 0 means the defaults of the same names.
+	MaxZoneRecords, MaxOwnerRecords int
 }
 
 // Store is the Redis-backed store. It is safe for concurrent use.
@@ -205,6 +208,12 @@ func New(ctx context.Context, rdb redis.UniversalClient, opts Options) (*Store, 
 	quietRedis.Do(func() { redis.SetLogger(redisLogger{}) })
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.MaxZoneRecords <= 0 {
+		opts.MaxZoneRecords = MaxZoneRecords
+	}
+	if opts.MaxOwnerRecords <= 0 {
+		opts.MaxOwnerRecords = MaxOwnerRecords
 	}
 	s := &Store{rdb: rdb, opts: opts, policy: record.Policy{MXHosts: opts.MXHosts}, events: channel}
 	// Pub/sub ignores the database number: give each database its own

@@ -7,6 +7,7 @@ import (
 	"net"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -922,5 +923,41 @@ func TestParseURL(t *testing.T) {
 		if strings.Contains(err.Error(), "hunter2secret") {
 			t.Errorf("ParseURL(%q): error shows the password: %v", bad, err)
 		}
+	}
+}
+
+// TestLimits checks the per-owner and per-zone record limits: the change
+// that would pass one is refused whole, naming the field.
+func TestLimits(t *testing.T) {
+	t.Parallel()
+	const maxZone, maxOwner = 300, 100
+	o := storetest.Options
+	o.MaxZoneRecords, o.MaxOwnerRecords = maxZone, maxOwner
+	s := withAccount(t, storetest.NewWith(t, o))
+	mustZone(t, s, "big.test")
+	many := func(n int, owner func(i int) string) store.Change {
+		var ops []store.Op
+		for i := 0; i < n; i++ {
+			ops = append(ops, store.Op{Kind: store.OpAdd, Record: record.Record{Name: owner(i), Type: "TXT", TTL: 300, Data: `"` + strconv.Itoa(i) + `"`}})
+		}
+		return store.Change{Ops: ops}
+	}
+	sameOwner := func(int) string { return "crowd" }
+	if _, err := s.Change(bg, "big.test", many(maxOwner+1, sameOwner)); record.Field(err) != "name" {
+		t.Fatalf("%d records at one owner: err %v, want a refusal naming field name", maxOwner+1, err)
+	}
+	if _, err := s.Change(bg, "big.test", many(maxOwner, sameOwner)); err != nil {
+		t.Fatalf("%d records at one owner: %v", maxOwner, err)
+	}
+	spread := func(i int) string { return "h" + strconv.Itoa(i) }
+	n := maxZone - maxOwner - 2 // the zone's NS and crowd already count
+	if _, err := s.Change(bg, "big.test", many(n+1, spread)); record.Field(err) != "zone" {
+		t.Fatalf("zone over %d records: err %v, want a refusal naming field zone", maxZone, err)
+	}
+	if _, err := s.Change(bg, "big.test", many(n, spread)); err != nil {
+		t.Fatalf("zone at exactly %d records: %v", maxZone, err)
+	}
+	if got := len(mustData(t, s, "big.test").Records); got != maxZone {
+		t.Fatalf("zone holds %d records, want %d", got, maxZone)
 	}
 }

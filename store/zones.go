@@ -98,6 +98,14 @@ type Result struct {
 	IDs     []string // ids given to OpAdd records, in order (skipped quiet adds have none)
 }
 
+// Default limits (Options.MaxZoneRecords, MaxOwnerRecords) that keep one
+// customer's zone from making every write slow: a write reads the records
+// at the names it touches.
+const (
+	MaxZoneRecords  = 20000 // records in one zone
+	MaxOwnerRecords = 1000  // records at one owner name
+)
+
 //go:embed mutate.lua
 var mutateSrc string
 
@@ -281,7 +289,7 @@ func (s *Store) run(ctx context.Context, zone string, ch Change, create string) 
 		return Result{}, err
 	}
 	keys := []string{keyZone(zone), keyRecords(zone), keyOwners(zone)}
-	v, err := mutateScript.Run(ctx, s.rdb, keys, ch.IfVersion, s.serialFloor(), s.events, zone, string(buf), create).StringSlice()
+	v, err := mutateScript.Run(ctx, s.rdb, keys, ch.IfVersion, s.serialFloor(), s.events, zone, string(buf), create, s.opts.MaxZoneRecords, s.opts.MaxOwnerRecords).StringSlice()
 	if err != nil {
 		return Result{}, scriptError(err)
 	}
