@@ -469,6 +469,11 @@ func TestZoneRules(t *testing.T) {
 			func(map[string]string) store.Change {
 				return store.Change{Ops: []store.Op{add("a", "A", "192.0.2.1")}, SOA: &store.SOA{MName: "ns1.fwd.test.", RName: "x.", Refresh: 1}}
 			}, nil, "soa.refresh"},
+		{"SOA rname needing escapes", nil,
+			func(map[string]string) store.Change {
+				soa := store.SOA{MName: "ns1.fwd.test.", RName: "host'master.example.com.", Refresh: 3600, Retry: 900, Expire: 1209600, Minimum: 300, TTL: 3600}
+				return store.Change{SOA: &soa}
+			}, nil, "soa.rname"},
 		{"stale IfVersion", []store.Op{add("www", "A", "192.0.2.1")},
 			func(map[string]string) store.Change {
 				return store.Change{IfVersion: 1, Ops: []store.Op{add("a", "A", "192.0.2.1")}}

@@ -302,11 +302,11 @@ func checkSOA(soa SOA) (SOA, error) {
 		field string
 		v     *string
 	}{{"soa.mname", &soa.MName}, {"soa.rname", &soa.RName}} {
-		v := dns.Fqdn(strings.ToLower(strings.TrimSpace(*n.v)))
-		if _, ok := dns.IsDomainName(v); !ok || v == "." || strings.ContainsAny(v, " \t\r\n\\\"();") {
-			return SOA{}, &record.FieldError{Field: n.field, Msg: fmt.Sprintf("%q is not a valid domain name", *n.v)}
+		v, err := record.ZoneName(*n.v)
+		if err != nil {
+			return SOA{}, &record.FieldError{Field: n.field, Msg: fmt.Sprintf("%q is not a valid domain name (letters, digits, '-' and '_' in each label)", *n.v)}
 		}
-		*n.v = v
+		*n.v = v + "."
 	}
 	switch {
 	case soa.Refresh < 60:

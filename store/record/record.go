@@ -307,6 +307,9 @@ func Normalize(zone string, r Record, p Policy) (Record, error) {
 		if mx, err = ParseMX(data); err != nil {
 			return Record{}, err
 		}
+		if mx.Port != DefaultPort && mx.Host == "." {
+			return Record{}, fieldErr("data", "a null MX (RFC 7505) has no port")
+		}
 		if mx.Port != DefaultPort && owner != Apex {
 			return Record{}, fieldErr("data", "an MX port is only allowed on apex MX records (forwarding is per zone)")
 		}
@@ -332,6 +335,7 @@ func Normalize(zone string, r Record, p Policy) (Record, error) {
 	if err := checkTargets(rr); err != nil {
 		return Record{}, err
 	}
+	lowerNames(rr)
 	canon := rdata(rr)
 	if code == dns.TypeMX {
 		canon = mx.String()
@@ -405,6 +409,30 @@ func checkTargets(rr dns.RR) error {
 		return fieldErr("data", "%s target: %s", dns.TypeToString[rr.Header().Rrtype], why)
 	}
 	return nil
+}
+
+// lowerNames lowers the case of the domain names in rr's RDATA, so that
+// records equal under DNS's case-insensitive comparison (RFC 4343) are
+// stored alike and duplicates are caught (RFC 2181 5).
+func lowerNames(rr dns.RR) {
+	switch v := rr.(type) {
+	case *dns.NS:
+		v.Ns = strings.ToLower(v.Ns)
+	case *dns.CNAME:
+		v.Target = strings.ToLower(v.Target)
+	case *dns.DNAME:
+		v.Target = strings.ToLower(v.Target)
+	case *dns.PTR:
+		v.Ptr = strings.ToLower(v.Ptr)
+	case *dns.SRV:
+		v.Target = strings.ToLower(v.Target)
+	case *dns.NAPTR:
+		v.Replacement = strings.ToLower(v.Replacement)
+	case *dns.SVCB:
+		v.Target = strings.ToLower(v.Target)
+	case *dns.HTTPS:
+		v.Target = strings.ToLower(v.Target)
+	}
 }
 
 // RR returns r as a miekg/dns record of zone, the MX port dropped: what DNS

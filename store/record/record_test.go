@@ -24,6 +24,12 @@ var normalizeCases = []struct {
 }{
 	{"A", record.Record{Name: "@", Type: "A", TTL: 300, Data: "192.0.2.1"},
 		record.Record{Name: "@", Type: "A", TTL: 300, Data: "192.0.2.1"}},
+	{"NS target case folded", record.Record{Name: "sub", Type: "NS", TTL: 300, Data: "NS1.Example.NET"},
+		record.Record{Name: "sub", Type: "NS", TTL: 300, Data: "ns1.example.net."}},
+	{"CNAME target case folded", record.Record{Name: "www", Type: "CNAME", TTL: 300, Data: "Host.Example.COM."},
+		record.Record{Name: "www", Type: "CNAME", TTL: 300, Data: "host.example.com."}},
+	{"SRV target case folded", record.Record{Name: "_sip._tcp", Type: "SRV", TTL: 300, Data: "0 5 5060 SIP.example.com"},
+		record.Record{Name: "_sip._tcp", Type: "SRV", TTL: 300, Data: "0 5 5060 sip.example.com."}},
 	{"A padded, lower-case type", record.Record{Name: "www", Type: "a", TTL: 300, Data: "  192.0.2.7 "},
 		record.Record{Name: "www", Type: "A", TTL: 300, Data: "192.0.2.7"}},
 	{"AAAA compressed", record.Record{Name: "www", Type: "aaaa", TTL: 300, Data: "2001:DB8:0:0::0001"},
@@ -199,6 +205,7 @@ func TestNormalizeRefuses(t *testing.T) {
 		field string
 	}{
 		{"name outside zone", rec("www.example.net.", "A", 300, "192.0.2.1"), "name"},
+		{"port on a null MX", rec("@", "MX", 300, "0 .:2525"), "data"},
 		{"name is a suffix but not a subdomain", rec("badexample.com.", "A", 300, "192.0.2.1"), "name"},
 		{"bad label", rec("a b", "A", 300, "192.0.2.1"), "name"},
 		{"bad label character", rec("w!w", "A", 300, "192.0.2.1"), "name"},
