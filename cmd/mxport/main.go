@@ -177,8 +177,14 @@ func (cmd *command) parse(args []string, names ...string) error {
 	return nil
 }
 
-func (cmd *command) open(ctx context.Context) (*store.Store, error) {
-	return cmd.cfg.open(ctx)
+// with opens the store, runs f on it and closes it.
+func (cmd *command) with(ctx context.Context, f func(*store.Store) error) error {
+	s, err := cmd.cfg.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return f(s)
 }
 
 // defaultAccount is the account a command acts for when --account is not
@@ -209,20 +215,17 @@ func (c *cli) tokenCreate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	s, err := cmd.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	if _, err := s.EnsureAccount(ctx, acct, role); err != nil {
-		return err
-	}
-	secret, _, err := s.CreateToken(ctx, acct, *name)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(c.out, secret)
-	return nil
+	return cmd.with(ctx, func(s *store.Store) error {
+		if _, err := s.EnsureAccount(ctx, acct, role); err != nil {
+			return err
+		}
+		secret, _, err := s.CreateToken(ctx, acct, *name)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(c.out, secret)
+		return nil
+	})
 }
 
 func (c *cli) userCreate(ctx context.Context, args []string) error {
@@ -253,20 +256,17 @@ func (c *cli) userCreate(ctx context.Context, args []string) error {
 		return fmt.Errorf("read password from stdin: %w", err)
 	}
 	password := strings.TrimRight(line, "\r\n")
-	s, err := cmd.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	if _, err := s.EnsureAccount(ctx, acct, role); err != nil {
-		return err
-	}
-	u, err := s.CreateUser(ctx, e, acct, password)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(c.out, "user %s created (account %s, role %s)\n", u.Email, u.Account, u.Role)
-	return nil
+	return cmd.with(ctx, func(s *store.Store) error {
+		if _, err := s.EnsureAccount(ctx, acct, role); err != nil {
+			return err
+		}
+		u, err := s.CreateUser(ctx, e, acct, password)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.out, "user %s created (account %s, role %s)\n", u.Email, u.Account, u.Role)
+		return nil
+	})
 }
 
 // accountFromEmail names an account after an email address: lower case,
@@ -290,41 +290,44 @@ func (c *cli) zoneCreate(ctx context.Context, args []string) error {
 	if err := cmd.parse(args, "NAME"); err != nil {
 		return err
 	}
-	s, acct, err := openForAccount(ctx, cmd, *account)
+	acct, role, err := ownerAccount(*account)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	z, err := s.CreateZone(ctx, cmd.args[0], acct)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(c.out, "zone %s created (account %s, serial %d)\n", z.Name, z.Account, z.Serial)
-	return nil
+	return cmd.with(ctx, func(s *store.Store) error {
+		if err := ensureOwner(ctx, s, acct, role); err != nil {
+			return err
+		}
+		z, err := s.CreateZone(ctx, cmd.args[0], acct)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.out, "zone %s created (account %s, serial %d)\n", z.Name, z.Account, z.Serial)
+		return nil
+	})
 }
 
-// openForAccount opens the store and makes sure account exists: a named
-// account is created as a customer account, the default is the operator's.
-func openForAccount(ctx context.Context, cmd *command, account string) (*store.Store, string, error) {
-	role := store.RoleCustomer
+// ownerAccount is the account that owns zones a command creates: the one
+// named by --account (a customer account if it must be created), else the
+// operator's.
+func ownerAccount(account string) (string, store.Role, error) {
 	if account == "" {
-		account, role = "operator", store.RoleOperator
+		return "operator", store.RoleOperator, nil
 	}
 	if err := store.CheckAccountID(account); err != nil {
-		return nil, "", usagef("--account: %s", err.(*record.FieldError).Msg)
+		return "", "", usagef("--account: %s", err.(*record.FieldError).Msg)
 	}
-	s, err := cmd.open(ctx)
-	if err != nil {
-		return nil, "", err
-	}
-	if _, err := s.Account(ctx, account); errors.Is(err, store.ErrNotFound) {
+	return account, store.RoleCustomer, nil
+}
+
+// ensureOwner creates the owner account when it is missing; an existing
+// one is used whatever its role.
+func ensureOwner(ctx context.Context, s *store.Store, account string, role store.Role) error {
+	_, err := s.Account(ctx, account)
+	if errors.Is(err, store.ErrNotFound) {
 		_, err = s.EnsureAccount(ctx, account, role)
 	}
-	if err != nil {
-		s.Close()
-		return nil, "", err
-	}
-	return s, account, nil
+	return err
 }
 
 func (c *cli) zoneDelete(ctx context.Context, args []string) error {
@@ -332,12 +335,9 @@ func (c *cli) zoneDelete(ctx context.Context, args []string) error {
 	if err := cmd.parse(args, "NAME"); err != nil {
 		return err
 	}
-	s, err := cmd.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	return s.DeleteZone(ctx, cmd.args[0])
+	return cmd.with(ctx, func(s *store.Store) error {
+		return s.DeleteZone(ctx, cmd.args[0])
+	})
 }
 
 func (c *cli) zoneList(ctx context.Context, args []string) error {
@@ -346,19 +346,16 @@ func (c *cli) zoneList(ctx context.Context, args []string) error {
 	if err := cmd.parse(args); err != nil {
 		return err
 	}
-	s, err := cmd.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	names, err := s.Zones(ctx, *account)
-	if err != nil {
-		return err
-	}
-	for _, n := range names {
-		fmt.Fprintln(c.out, n)
-	}
-	return nil
+	return cmd.with(ctx, func(s *store.Store) error {
+		names, err := s.Zones(ctx, *account)
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			fmt.Fprintln(c.out, n)
+		}
+		return nil
+	})
 }
 
 func (c *cli) zoneImport(ctx context.Context, args []string) error {
@@ -382,20 +379,24 @@ func (c *cli) zoneImport(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	s, acct, err := openForAccount(ctx, cmd, *account)
+	acct, role, err := ownerAccount(*account)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	z, err := s.ImportZone(ctx, zf.Name, acct, zf.SOA, zf.Serial, zf.Records, *replace)
-	if errors.Is(err, store.ErrExists) {
-		return fmt.Errorf("zone %s exists: use --replace to replace its records", zf.Name)
-	}
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(c.out, "zone %s imported: %d records, serial %d\n", z.Name, len(zf.Records), z.Serial)
-	return nil
+	return cmd.with(ctx, func(s *store.Store) error {
+		if err := ensureOwner(ctx, s, acct, role); err != nil {
+			return err
+		}
+		z, err := s.ImportZone(ctx, zf.Name, acct, zf.SOA, zf.Serial, zf.Records, *replace)
+		if errors.Is(err, store.ErrExists) {
+			return fmt.Errorf("zone %s exists: use --replace to replace its records", zf.Name)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.out, "zone %s imported: %d records, serial %d\n", z.Name, len(zf.Records), z.Serial)
+		return nil
+	})
 }
 
 func (c *cli) zoneExport(ctx context.Context, args []string) error {
@@ -403,16 +404,13 @@ func (c *cli) zoneExport(ctx context.Context, args []string) error {
 	if err := cmd.parse(args, "NAME"); err != nil {
 		return err
 	}
-	s, err := cmd.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	zd, err := s.ZoneData(ctx, cmd.args[0])
-	if err != nil {
-		return err
-	}
-	return zonefile.Write(c.out, zd)
+	return cmd.with(ctx, func(s *store.Store) error {
+		zd, err := s.ZoneData(ctx, cmd.args[0])
+		if err != nil {
+			return err
+		}
+		return zonefile.Write(c.out, zd)
+	})
 }
 
 func (c *cli) recordAdd(ctx context.Context, args []string) error {
@@ -424,17 +422,14 @@ func (c *cli) recordAdd(ctx context.Context, args []string) error {
 	if err != nil {
 		return &record.FieldError{Field: "ttl", Msg: fmt.Sprintf("TTL %q is not a number of seconds", cmd.args[3])}
 	}
-	s, err := cmd.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	r, err := s.AddRecord(ctx, cmd.args[0], record.Record{Name: cmd.args[1], Type: cmd.args[2], TTL: uint32(ttl), Data: cmd.args[4]})
-	if err != nil {
-		return err
-	}
-	printRecord(c.out, r)
-	return nil
+	return cmd.with(ctx, func(s *store.Store) error {
+		r, err := s.AddRecord(ctx, cmd.args[0], record.Record{Name: cmd.args[1], Type: cmd.args[2], TTL: uint32(ttl), Data: cmd.args[4]})
+		if err != nil {
+			return err
+		}
+		printRecord(c.out, r)
+		return nil
+	})
 }
 
 func printRecord(w io.Writer, r record.Record) {
@@ -446,19 +441,16 @@ func (c *cli) recordList(ctx context.Context, args []string) error {
 	if err := cmd.parse(args, "ZONE"); err != nil {
 		return err
 	}
-	s, err := cmd.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	zd, err := s.ZoneData(ctx, cmd.args[0])
-	if err != nil {
-		return err
-	}
-	for _, r := range zd.Records {
-		printRecord(c.out, r)
-	}
-	return nil
+	return cmd.with(ctx, func(s *store.Store) error {
+		zd, err := s.ZoneData(ctx, cmd.args[0])
+		if err != nil {
+			return err
+		}
+		for _, r := range zd.Records {
+			printRecord(c.out, r)
+		}
+		return nil
+	})
 }
 
 func (c *cli) recordRemove(ctx context.Context, args []string) error {
@@ -466,12 +458,9 @@ func (c *cli) recordRemove(ctx context.Context, args []string) error {
 	if err := cmd.parse(args, "ZONE", "ID"); err != nil {
 		return err
 	}
-	s, err := cmd.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	return s.RemoveRecord(ctx, cmd.args[0], cmd.args[1])
+	return cmd.with(ctx, func(s *store.Store) error {
+		return s.RemoveRecord(ctx, cmd.args[0], cmd.args[1])
+	})
 }
 
 // listFlag is a repeatable flag that also splits on commas.
@@ -498,17 +487,14 @@ func (c *cli) tsigCreate(ctx context.Context, args []string) error {
 	if len(zones) == 0 {
 		return usagef("tsig create: --zone is required")
 	}
-	s, err := cmd.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	k, err := s.CreateTSIGKey(ctx, cmd.args[0], *alg, zones)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(c.out, k.Secret)
-	return nil
+	return cmd.with(ctx, func(s *store.Store) error {
+		k, err := s.CreateTSIGKey(ctx, cmd.args[0], *alg, zones)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(c.out, k.Secret)
+		return nil
+	})
 }
 
 func (c *cli) tsigList(ctx context.Context, args []string) error {
@@ -516,19 +502,16 @@ func (c *cli) tsigList(ctx context.Context, args []string) error {
 	if err := cmd.parse(args); err != nil {
 		return err
 	}
-	s, err := cmd.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	keys, err := s.TSIGKeys(ctx)
-	if err != nil {
-		return err
-	}
-	for _, k := range keys {
-		fmt.Fprintf(c.out, "%s %s %s\n", k.Name, strings.TrimSuffix(k.Algorithm, "."), strings.Join(k.Zones, ","))
-	}
-	return nil
+	return cmd.with(ctx, func(s *store.Store) error {
+		keys, err := s.TSIGKeys(ctx)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			fmt.Fprintf(c.out, "%s %s %s\n", k.Name, strings.TrimSuffix(k.Algorithm, "."), strings.Join(k.Zones, ","))
+		}
+		return nil
+	})
 }
 
 func (c *cli) tsigDelete(ctx context.Context, args []string) error {
@@ -536,10 +519,7 @@ func (c *cli) tsigDelete(ctx context.Context, args []string) error {
 	if err := cmd.parse(args, "NAME"); err != nil {
 		return err
 	}
-	s, err := cmd.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	return s.DeleteTSIGKey(ctx, cmd.args[0])
+	return cmd.with(ctx, func(s *store.Store) error {
+		return s.DeleteTSIGKey(ctx, cmd.args[0])
+	})
 }
