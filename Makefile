@@ -120,7 +120,7 @@ redis-stop:
 	echo "redis: stopped"
 
 run: deps build redis-start
-	@MXPORT_REDIS_URL='$(REDIS_URL)' DEMO_EMAIL='$(DEMO_EMAIL)' DEMO_PASSWORD='$(DEMO_PASSWORD)' \
+	@MXPORT_REDIS_URL='$(REDIS_URL)' MXPORT_NS='$(NS_HOSTS)' MXPORT_MX_HOSTS='$(MX_HOSTS)' DEMO_EMAIL='$(DEMO_EMAIL)' DEMO_PASSWORD='$(DEMO_PASSWORD)' \
 		DEMO_TOKEN_FILE='$(DEMO_TOKEN_FILE)' deploy/demo-seed.sh bin/mxport
 	@mkdir -p '$(SPOOL_DIR)'
 	@hostport() { local h=$${1%:*}; h=$${h#\[}; h=$${h%\]}; echo "$${h:-127.0.0.1} $${1##*:}"; }; \

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +32,8 @@ type config struct {
 	mxHosts, ns, resolver                   string
 	retrySchedule, maxQueueAge              string
 	tlsCert, tlsKey                         string
+	notify, allowTransfer                   string
+	rrlRate, rrlSlip, rrlWindow             int
 }
 
 // env returns the variable's value when it is set, else def.
@@ -64,7 +68,30 @@ func serveFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.maxQueueAge, "max-queue-age", env("MXPORT_MAX_QUEUE_AGE", "336h"), "bounce mail older than this (env MXPORT_MAX_QUEUE_AGE)")
 	fs.StringVar(&c.tlsCert, "tls-cert", env("MXPORT_TLS_CERT", ""), "STARTTLS certificate file (env MXPORT_TLS_CERT)")
 	fs.StringVar(&c.tlsKey, "tls-key", env("MXPORT_TLS_KEY", ""), "STARTTLS key file (env MXPORT_TLS_KEY)")
+	fs.StringVar(&c.notify, "notify", env("MXPORT_NOTIFY", ""), "secondaries to NOTIFY of zone changes, host:port comma-separated (env MXPORT_NOTIFY)")
+	fs.StringVar(&c.allowTransfer, "allow-transfer", env("MXPORT_ALLOW_TRANSFER", ""), "networks allowed AXFR without TSIG, CIDRs comma-separated (env MXPORT_ALLOW_TRANSFER)")
+	fs.IntVar(&c.rrlRate, "rrl-rate", envInt("MXPORT_RRL_RATE", 20), "UDP responses per second per client network and response kind; 0 = no rate limiting (env MXPORT_RRL_RATE)")
+	fs.IntVar(&c.rrlSlip, "rrl-slip", envInt("MXPORT_RRL_SLIP", 2), "every Nth rate-limited response is sent truncated instead of dropped; 0 = never (env MXPORT_RRL_SLIP)")
+	fs.IntVar(&c.rrlWindow, "rrl-window", envInt("MXPORT_RRL_WINDOW", 5), "seconds of burst a client network may accumulate (env MXPORT_RRL_WINDOW)")
 }
+
+// envInt is env for integer flags; a bad value is reported when flags are
+// checked, like a bad flag.
+func envInt(name string, def int) int {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil {
+		badEnv = append(badEnv, usagef("%s: %q is not a number", name, v))
+		return def
+	}
+	return n
+}
+
+// badEnv collects environment values envInt could not parse.
+var badEnv []error
 
 // parse parses args, allowing flags after positional arguments
 // ("zone create NAME --account ID"), and returns the positional ones.
@@ -145,6 +172,43 @@ func durations(flagName, v string) ([]time.Duration, error) {
 			return nil, usagef("--%s: %q is not a positive duration (like 30s, 5m, 1h)", flagName, f)
 		}
 		out = append(out, d)
+	}
+	return out, nil
+}
+
+// prefixes parses a comma-separated list of CIDRs (a bare address is a /32
+// or /128).
+func prefixes(flagName, v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				return nil, usagef("--%s: %q is not a CIDR", flagName, f)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// addrList parses a comma-separated list of host:port.
+func addrList(flagName, v string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		if err := checkAddr(flagName, f); err != nil {
+			return nil, err
+		}
+		out = append(out, f)
 	}
 	return out, nil
 }

@@ -5,17 +5,26 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mxport/mxport/dnsserver"
+	"github.com/mxport/mxport/dnsserver/rrl"
+	"github.com/mxport/mxport/dnsserver/update"
 )
 
 // serveConfig is the validated configuration of "mxport serve".
 type serveConfig struct {
 	config
-	retry    []time.Duration
-	queueAge time.Duration
+	retry         []time.Duration
+	queueAge      time.Duration
+	notifyTargets []string
+	transferNets  []netip.Prefix
 }
 
 // parseServe parses and validates serve's flags: every mistake is caught
@@ -30,6 +39,18 @@ func parseServe(args []string) (*serveConfig, error) {
 	}
 	if len(pos) > 0 {
 		return nil, usagef("serve: unexpected argument %q", pos[0])
+	}
+	if len(badEnv) > 0 {
+		return nil, badEnv[0]
+	}
+	if sc.notifyTargets, err = addrList("notify", sc.notify); err != nil {
+		return nil, err
+	}
+	if sc.transferNets, err = prefixes("allow-transfer", sc.allowTransfer); err != nil {
+		return nil, err
+	}
+	if sc.rrlRate < 0 || sc.rrlSlip < 0 || sc.rrlWindow < 1 {
+		return nil, usagef("--rrl-rate and --rrl-slip must be at least 0, --rrl-window at least 1")
 	}
 	for _, a := range []struct{ name, v string }{{"dns", sc.dns}, {"smtp", sc.smtp}, {"http", sc.http}, {"resolver", sc.resolver}} {
 		if err := checkAddr(a.name, a.v); err != nil {
@@ -76,11 +97,34 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	defer s.Close()
-	for _, r := range []struct{ name, addr string }{{"dns", sc.dns}, {"smtp", sc.smtp}, {"http", sc.http}} {
+	o, _ := sc.storeOptions()
+	reg := prometheus.NewRegistry()
+	var stops []func(context.Context) error
+	if sc.dns != "" {
+		d := dnsserver.New(s, dnsserver.Config{
+			Addr: sc.dns, MXHosts: o.MXHosts, Notify: sc.notifyTargets, AllowTransfer: sc.transferNets,
+			RRL:     rrl.Config{ResponsesPerSecond: sc.rrlRate, Slip: sc.rrlSlip, Window: sc.rrlWindow},
+			Updater: update.New(s), Metrics: dnsserver.NewMetrics(reg),
+		})
+		if err := d.Start(ctx); err != nil {
+			return err
+		}
+		stops = append(stops, d.Shutdown)
+	}
+	for _, r := range []struct{ name, addr string }{{"smtp", sc.smtp}, {"http", sc.http}} {
 		if r.addr != "" {
 			log.Warn("role not built yet", "role", r.name, "addr", r.addr)
 		}
 	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, stop := range stops {
+			if err := stop(sctx); err != nil {
+				log.Warn("shutdown", "err", err)
+			}
+		}
+	}()
 	log.Info("serving", "version", buildVersion(), "pid", os.Getpid(), "hostname", sc.hostname)
 	<-ctx.Done()
 	log.Info("stopping", "reason", fmt.Sprint(context.Cause(ctx)))
