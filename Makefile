@@ -31,6 +31,7 @@ DEPS := \
 	named-checkzone:bind9-utils \
 	dig:bind9-dnsutils \
 	nsupdate:bind9-dnsutils \
+	knotd:knot \
 	swaks:swaks \
 	gcc:gcc
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -126,6 +127,22 @@ func (h *Handler) answer(w dns.ResponseWriter, req *dns.Msg) (*dns.Msg, *dns.TSI
 	m.Answer, m.Ns = r.Answer, r.Ns
 	m.Extra = append(r.Extra[:len(r.Extra):len(r.Extra)], m.Extra...)
 	return m, tsig
+}
+
+// reject answers a request the accept filter refused or that did not
+// unpack: its header's id and opcode, the question when it has exactly one,
+// and rcode; nothing else of the request is echoed.
+func (h *Handler) reject(w dns.ResponseWriter, req *dns.Msg, dh dns.Header, rcode int) {
+	m := new(dns.Msg)
+	m.Id = dh.Id
+	m.Response = true
+	m.Opcode = int(dh.Bits>>11) & 0xF
+	m.Rcode = rcode
+	if len(req.Question) == 1 && rcode != dns.RcodeNotImplemented {
+		m.Question = req.Question
+	}
+	h.metrics.query(rcode, true)
+	w.WriteMsg(m)
 }
 
 func reply(m *dns.Msg, rcode int) *dns.Msg {
@@ -257,13 +274,34 @@ func (h *Handler) write(w dns.ResponseWriter, req, m *dns.Msg, t *dns.TSIG) {
 func truncate(m *dns.Msg, size int, signed bool) {
 	if !signed {
 		m.Truncate(size)
+		// Truncate turns compression off when the reply fits without
+		// it; we always compress (smaller replies, as NSD and Knot).
+		m.Compress = true
 		return
 	}
-	if m.Len() > size {
+	// The TSIG record is still unsigned here: its MAC, added when the
+	// reply is written, must fit too.
+	tsig := m.Extra[len(m.Extra)-1].(*dns.TSIG)
+	if m.Len()+macSize(tsig.Algorithm) > size {
 		m.Truncated = true
-		tsig := m.Extra[len(m.Extra)-1]
 		m.Answer, m.Ns, m.Extra = nil, nil, append(edns(m), tsig)
 	}
+}
+
+// macSize is the length of a TSIG MAC of algorithm (the largest we
+// accept when unknown).
+func macSize(algorithm string) int {
+	switch strings.ToLower(algorithm) {
+	case dns.HmacSHA1:
+		return 20
+	case dns.HmacSHA256:
+		return 32
+	case dns.HmacSHA224:
+		return 28
+	case dns.HmacSHA384:
+		return 48
+	}
+	return 64
 }
 
 // edns returns m's OPT record alone, or nothing.

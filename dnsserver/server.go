@@ -62,7 +62,8 @@ type Server struct {
 	ix       *Index
 	notifier *xfr.Notifier
 	handler  *Handler
-	servers  []*dns.Server
+	servers  []*dns.Server // TCP
+	udp      []*udpServer
 	wg       sync.WaitGroup
 	cancel   context.CancelFunc
 }
@@ -116,11 +117,16 @@ func (s *Server) Serve(ctx context.Context, pcs []net.PacketConn, l net.Listener
 		s.st.Follow(ctx, s.ix, store.FollowOptions{})
 	}()
 	tp := tsigProvider{s.ix}
-	var servers []*dns.Server
 	for _, pc := range pcs {
-		servers = append(servers, &dns.Server{PacketConn: pc, Handler: s.handler, TsigProvider: tp,
-			MsgAcceptFunc: accept, UDPSize: 65535})
+		u := newUDPServer(pc, s.handler, tp)
+		s.udp = append(s.udp, u)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			u.serve()
+		}()
 	}
+	var servers []*dns.Server
 	if l != nil {
 		servers = append(servers, &dns.Server{Listener: netutil.LimitListener(l, s.cfg.MaxTCPConns),
 			Handler: s.handler, TsigProvider: tp, MsgAcceptFunc: accept,
@@ -153,6 +159,13 @@ func (s *Server) Serve(ctx context.Context, pcs []net.PacketConn, l net.Listener
 // Shutdown stops the servers and the store follower.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(5 * time.Second)
+	}
+	for _, u := range s.udp {
+		errs = append(errs, u.stop(deadline))
+	}
 	for _, srv := range s.servers {
 		errs = append(errs, srv.ShutdownContext(ctx))
 	}
@@ -164,6 +177,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // accept is the server's early filter (miekg/dns's default refuses UPDATE).
+// Unknown opcodes and a QDCOUNT other than 1 go to the handler, which
+// answers NOTIMP or FORMERR with a header of its own: miekg/dns's reject
+// path echoes the request's flags (AA, TC, RA, AD) into its reply.
 func accept(dh dns.Header) dns.MsgAcceptAction {
 	if dh.Bits&(1<<15) != 0 { // QR: a response, not a request
 		return dns.MsgIgnore
@@ -173,12 +189,6 @@ func accept(dh dns.Header) dns.MsgAcceptAction {
 		if dh.Ancount > 1 || dh.Nscount > 1 || dh.Arcount > 3 {
 			return dns.MsgReject
 		}
-	case dns.OpcodeUpdate:
-	default:
-		return dns.MsgRejectNotImplemented
-	}
-	if dh.Qdcount != 1 {
-		return dns.MsgReject
 	}
 	return dns.MsgAccept
 }

@@ -60,8 +60,8 @@ type Notifier struct {
 	targets []string // host:port
 	retry   []time.Duration
 	mu      sync.Mutex
-	pending map[string]uint32 // "zone target" -> newest serial to announce
-	running map[string]bool
+	pending map[string]uint32        // "zone target" -> newest serial to announce
+	wake    map[string]chan struct{} // "zone target" -> its sender, while one runs
 	ctx     context.Context
 	// Sent, when not nil, is called after each NOTIFY answered (tests, metrics).
 	Sent func(zone, target string, serial uint32)
@@ -72,7 +72,7 @@ func NewNotifier(ctx context.Context, targets []string) *Notifier {
 	return &Notifier{
 		targets: targets, ctx: ctx,
 		retry:   []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 15 * time.Second, 60 * time.Second},
-		pending: map[string]uint32{}, running: map[string]bool{},
+		pending: map[string]uint32{}, wake: map[string]chan struct{}{},
 	}
 }
 
@@ -85,24 +85,32 @@ func (n *Notifier) Notify(z *zone.Zone) {
 		key := z.Name() + " " + t
 		n.mu.Lock()
 		n.pending[key] = z.Serial()
-		start := !n.running[key]
-		n.running[key] = true
+		wake, running := n.wake[key]
+		if !running {
+			wake = make(chan struct{}, 1)
+			n.wake[key] = wake
+		}
 		n.mu.Unlock()
-		if start {
-			go n.run(key, z.Name(), t)
+		if running {
+			select { // a sender waiting to retry an older serial goes now
+			case wake <- struct{}{}:
+			default:
+			}
+		} else {
+			go n.run(key, z.Name(), t, wake)
 		}
 	}
 }
 
 // run sends the pending serial for one zone and target until acknowledged,
 // then picks up a newer one if it arrived meanwhile.
-func (n *Notifier) run(key, name, target string) {
+func (n *Notifier) run(key, name, target string, wake chan struct{}) {
 	attempt := 0
 	for {
 		n.mu.Lock()
 		serial, ok := n.pending[key]
 		if !ok {
-			delete(n.running, key)
+			delete(n.wake, key)
 			n.mu.Unlock()
 			return
 		}
@@ -135,6 +143,9 @@ func (n *Notifier) run(key, name, target string) {
 		case <-n.ctx.Done():
 			t.Stop()
 			return
+		case <-wake:
+			t.Stop()
+			attempt = 0
 		case <-t.C:
 		}
 	}
