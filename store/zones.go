@@ -589,18 +589,18 @@ var deleteScript = redis.NewScript(`
 local gen = redis.call('HGET', KEYS[1], 'gen')
 if not gen then return redis.error_reply('MXERR notfound zone zone ' .. ARGV[2] .. ' does not exist') end
 local account = redis.call('HGET', KEYS[1], 'account')
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('PUBLISH', ARGV[1], 'D ' .. ARGV[2] .. ' ' .. gen)
 return account
 `)
 
-// DeleteZone removes zone with its records and delivery log.
+// DeleteZone removes zone with its records, delivery log and queue mirror.
 func (s *Store) DeleteZone(ctx context.Context, zone string) error {
 	zn, err := record.ZoneName(zone)
 	if err != nil {
 		return fmt.Errorf("zone %q: %w", zone, ErrNotFound)
 	}
-	keys := []string{keyZone(zn), keyRecords(zn), keyOwners(zn), keyDeliveries(zn)}
+	keys := []string{keyZone(zn), keyRecords(zn), keyOwners(zn), keyDeliveries(zn), keyQueue(zn)}
 	account, err := deleteScript.Run(ctx, s.rdb, keys, s.events, zn).Text()
 	if err != nil {
 		return fmt.Errorf("delete zone %s: %w", zn, scriptError(err))
