@@ -155,7 +155,7 @@ func reply(m *dns.Msg, rcode int) *dns.Msg {
 func tsigError(m *dns.Msg, t *dns.TSIG, err error) *dns.Msg {
 	m.Rcode = dns.RcodeNotAuth
 	e := &dns.TSIG{Hdr: dns.RR_Header{Name: t.Hdr.Name, Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
-		Algorithm: t.Algorithm, TimeSigned: uint64(time.Now().Unix()), Fudge: t.Fudge, OrigId: m.Id}
+		Algorithm: dns.Fqdn(t.Algorithm), TimeSigned: uint64(time.Now().Unix()), Fudge: t.Fudge, OrigId: m.Id}
 	switch {
 	case errors.Is(err, dns.ErrTime):
 		e.Error = dns.RcodeBadTime
