@@ -53,7 +53,7 @@ DEMO_TOKEN_FILE ?= $(CURDIR)/data/demo-token
 
 BENCH_ZONES ?= 100000
 
-.PHONY: deps build test run redis-start redis-stop clean bench-store check-go
+.PHONY: deps build test fuzz-smoke run redis-start redis-stop clean bench-store check-go
 
 # deps: install through apt-get whatever command of DEPS is missing. apt-get update
 # runs only when something is missing; sudo only when not root.
@@ -84,6 +84,12 @@ build: check-go
 test: deps check-go
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+	$(MAKE) --no-print-directory fuzz-smoke
+
+# fuzz-smoke: a short run of the DNS packet handler fuzzer (longer runs: FUZZTIME=5m).
+FUZZTIME ?= 20s
+fuzz-smoke: check-go
+	$(GO) test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) ./dnsserver/
 
 # redis-start: a persistent Redis under data/redis, unless one already answers.
 redis-start: deps
