@@ -1,0 +1,503 @@
+// Package spool owns messages on local disk. It knows no SMTP or Redis.
+//
+// A spool directory holds four subdirectories:
+//
+//	tmp/         files being written; anything here after a crash is garbage
+//	msg/<id>     message bodies, written once and never changed
+//	meta/<id>    envelope and delivery state (JSON); the commit record
+//	quarantine/  metas (and their bodies) that Scan could not use, kept for an operator
+//
+// A message exists if and only if its meta exists. Put writes the body first and
+// the meta last, each through a temporary file that is fsync'd and renamed, and
+// fsyncs the directories before it returns, so a nil error means the message is
+// on stable storage (RFC 5321 6.1). Remove deletes the meta first. Scan, at
+// start-up, removes what a crash left half written.
+//
+// Directory fsyncs are shared between concurrent callers (group commit): one
+// fsync of msg/ or meta/ covers every rename that finished before it started.
+package spool
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// State of one recipient.
+type State string
+
+// Recipient states.
+const (
+	Pending   State = "pending"
+	Delivered State = "delivered"
+	Failed    State = "failed"
+)
+
+// Rcpt is one recipient and its state.
+type Rcpt struct {
+	Addr   string `json:"addr"`
+	Notify string `json:"notify,omitempty"` // DSN NOTIFY= as given: "" (default), "NEVER" or a comma list of SUCCESS, FAILURE, DELAY (RFC 3461)
+	ORcpt  string `json:"orcpt,omitempty"`  // DSN ORCPT= as given ("rfc822;user@example.com")
+	State  State  `json:"state"`
+	Code   int    `json:"code,omitempty"`   // last reply code for this recipient
+	Reply  string `json:"reply,omitempty"`  // last reply text, exactly as the remote sent it (or the local reason)
+	Target string `json:"target,omitempty"` // host:port that gave it
+}
+
+// Meta is a message's envelope and delivery state: the commit record (a message
+// exists iff its meta does).
+type Meta struct {
+	ID          string    `json:"id"`
+	Zone        string    `json:"zone"` // the forwarded zone whose route delivers it (for a DSN: the zone of the bounced message)
+	From        string    `json:"from"` // reverse-path without <>, "" = null sender
+	Rcpts       []Rcpt    `json:"rcpts"`
+	Ret         string    `json:"ret,omitempty"`      // DSN RET=: FULL or HDRS
+	EnvID       string    `json:"envid,omitempty"`    // DSN ENVID=
+	UTF8        bool      `json:"utf8,omitempty"`     // SMTPUTF8
+	Body8Bit    bool      `json:"body8bit,omitempty"` // BODY=8BITMIME
+	DSN         bool      `json:"dsn,omitempty"`      // a bounce we generated: deliver to the recipient domain's MX on port 25
+	Arrived     time.Time `json:"arrived"`
+	Attempts    int       `json:"attempts"`
+	NextAttempt time.Time `json:"next_attempt"`
+	LastReply   string    `json:"last_reply,omitempty"`
+	Delayed     bool      `json:"delayed,omitempty"` // a "delayed" DSN was already sent
+	Size        int64     `json:"size"`              // body bytes, set by Put
+}
+
+// ErrTooBig is returned by Put when the body exceeds its maxSize.
+var ErrTooBig = errors.New("spool: message too big")
+
+// ErrBadID is returned (wrapped) for an ID outside the ID alphabet: 1 to
+// MaxIDLen characters of [0-9A-Za-z_-]. Such an ID is never used as a path.
+var ErrBadID = errors.New("spool: bad message id")
+
+// MaxIDLen is the longest ID the spool accepts. NewID makes IDLen characters.
+const MaxIDLen = 64
+
+// IDLen is the length of the IDs NewID makes.
+const IDLen = 26
+
+const (
+	dirTmp        = "tmp"
+	dirMsg        = "msg"
+	dirMeta       = "meta"
+	dirQuarantine = "quarantine"
+)
+
+// Spool is a spool directory. It is safe for concurrent use on different IDs;
+// calls on the same ID must not overlap.
+type Spool struct {
+	dir                            string
+	tmp, msg, meta, quarantine     string
+	msgSync, metaSync, quarantSync *dirSyncer
+	log                            atomic.Pointer[slog.Logger]
+}
+
+// Open opens the spool in dir, creating dir and its subdirectories (0700) as
+// needed and fsyncing them. It does not look at the messages: call Scan.
+func Open(dir string) (*Spool, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("spool: open %s: %w", dir, err)
+	}
+	s := &Spool{
+		dir:        abs,
+		tmp:        filepath.Join(abs, dirTmp),
+		msg:        filepath.Join(abs, dirMsg),
+		meta:       filepath.Join(abs, dirMeta),
+		quarantine: filepath.Join(abs, dirQuarantine),
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("spool: open %s: %w", abs, err)
+	}
+	for _, d := range []string{s.tmp, s.msg, s.meta, s.quarantine} {
+		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("spool: open %s: %w", abs, err)
+		}
+		fi, err := os.Stat(d)
+		if err != nil {
+			return nil, fmt.Errorf("spool: open %s: %w", abs, err)
+		}
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("spool: open %s: %s is not a directory", abs, d)
+		}
+		if err := syncDir(d); err != nil {
+			return nil, fmt.Errorf("spool: open %s: %w", abs, err)
+		}
+	}
+	if err := syncDir(abs); err != nil {
+		return nil, fmt.Errorf("spool: open %s: %w", abs, err)
+	}
+	s.msgSync = newDirSyncer(s.msg)
+	s.metaSync = newDirSyncer(s.meta)
+	s.quarantSync = newDirSyncer(s.quarantine)
+	return s, nil
+}
+
+// Dir returns the spool's directory (absolute).
+func (s *Spool) Dir() string { return s.dir }
+
+// SetLogger sets the logger Scan reports to; the default is slog.Default().
+func (s *Spool) SetLogger(l *slog.Logger) { s.log.Store(l) }
+
+func (s *Spool) logger() *slog.Logger {
+	if l := s.log.Load(); l != nil {
+		return l
+	}
+	return slog.Default()
+}
+
+// idEncoding is base32hex in lower case: its alphabet is in ASCII order, so
+// IDs sort as the bytes they encode.
+var idEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
+
+var lastIDTime atomic.Int64
+
+// NewID returns a new message ID: IDLen characters of [0-9a-v], the base32 of
+// 8 bytes of time (Unix nanoseconds, strictly increasing within the process)
+// and 8 random bytes. IDs from one process sort by creation time; IDs from
+// different processes or hosts are unique by their random part.
+func (s *Spool) NewID() string { return newID() }
+
+func newID() string {
+	now := time.Now().UnixNano()
+	for {
+		last := lastIDTime.Load()
+		t := max(now, last+1)
+		if lastIDTime.CompareAndSwap(last, t) {
+			now = t
+			break
+		}
+	}
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now))
+	rand.Read(b[8:]) // never fails (crypto/rand)
+	return idEncoding.EncodeToString(b[:])
+}
+
+// ValidID reports whether id is in the ID alphabet: 1 to MaxIDLen characters
+// of [0-9A-Za-z_-]. Only such IDs are ever joined to a path.
+func ValidID(id string) bool {
+	if id == "" || len(id) > MaxIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func checkID(op, id string) error {
+	if !ValidID(id) {
+		return fmt.Errorf("spool: %s %q: %w", op, id, ErrBadID)
+	}
+	return nil
+}
+
+// Put stores a new message: it streams body to a file in tmp/ and writes the
+// meta to another, fsyncs both, renames the body to msg/ID and then the meta
+// to meta/ID, and fsyncs msg/ and meta/; only then it returns nil.
+// m.ID must be set (NewID) and must not exist yet; Put sets m.Size. maxSize > 0
+// limits the body: a longer one gives ErrTooBig. On any error nothing of the
+// message is left (temporary files and body removed) and the error wraps the
+// cause (the reader's error, ErrTooBig, ErrBadID, fs.ErrExist or an I/O error).
+func (s *Spool) Put(m *Meta, body io.Reader, maxSize int64) error {
+	if err := checkID("put", m.ID); err != nil {
+		return err
+	}
+	id := m.ID
+	msgPath := filepath.Join(s.msg, id)
+	metaPath := filepath.Join(s.meta, id)
+	for _, p := range []string{metaPath, msgPath} {
+		if _, err := os.Lstat(p); err == nil {
+			return fmt.Errorf("spool: put %s: %w", id, fs.ErrExist)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("spool: put %s: %w", id, err)
+		}
+	}
+
+	// Body, into tmp/.
+	f, err := os.CreateTemp(s.tmp, id+".msg.*")
+	if err != nil {
+		return fmt.Errorf("spool: put %s: create body: %w", id, err)
+	}
+	tmpBody, tmpMeta := f.Name(), ""
+	renamedBody, renamedMeta, committed := false, false, false
+	defer func() {
+		if committed {
+			return
+		}
+		// Undo (also when the reader panics), commit record first.
+		if renamedMeta {
+			os.Remove(metaPath)
+			s.metaSync.sync()
+		}
+		if renamedBody {
+			os.Remove(msgPath)
+		}
+		os.Remove(tmpBody)
+		if tmpMeta != "" {
+			os.Remove(tmpMeta)
+		}
+	}()
+
+	n, err := copyBody(f, body, maxSize)
+	if err != nil {
+		f.Close()
+		if errors.Is(err, ErrTooBig) {
+			return fmt.Errorf("spool: put %s: %w", id, ErrTooBig)
+		}
+		return fmt.Errorf("spool: put %s: write body: %w", id, err)
+	}
+	m.Size = n
+	data, err := json.Marshal(m)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("spool: put %s: encode meta: %w", id, err)
+	}
+
+	// The body and the meta are fsync'd at the same time, each in its file
+	// in tmp/ ...
+	metaDone := make(chan error, 1)
+	go func() {
+		var err error
+		tmpMeta, err = writeTemp(s.tmp, id+".meta.*", data)
+		metaDone <- err
+	}()
+	err = f.Sync()
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if merr := <-metaDone; err != nil {
+		return fmt.Errorf("spool: put %s: write body: %w", id, err)
+	} else if merr != nil {
+		err = merr
+		return fmt.Errorf("spool: put %s: write meta: %w", id, err)
+	}
+
+	// ... then renamed into place, body first, so that a meta is never seen
+	// without its body ...
+	if err = os.Rename(tmpBody, msgPath); err != nil {
+		return fmt.Errorf("spool: put %s: commit body: %w", id, err)
+	}
+	renamedBody = true
+	if err = os.Rename(tmpMeta, metaPath); err != nil {
+		return fmt.Errorf("spool: put %s: commit meta: %w", id, err)
+	}
+	renamedMeta = true
+
+	// ... and both directories fsync'd, at the same time too. Only then is
+	// the message acknowledged. (If the power fails before they are done,
+	// the message was not acknowledged; on a file system that could persist
+	// the meta's rename without the body's, Scan quarantines the meta.)
+	msgDone := make(chan error, 1)
+	go func() { msgDone <- s.msgSync.sync() }()
+	err = s.metaSync.sync()
+	if merr := <-msgDone; err == nil {
+		err = merr
+	}
+	if err != nil {
+		return fmt.Errorf("spool: put %s: commit: %w", id, err)
+	}
+	committed = true
+	return nil
+}
+
+// copyBody copies r to f, at most maxSize bytes when maxSize > 0, without
+// holding the body in memory.
+func copyBody(f *os.File, r io.Reader, maxSize int64) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	if maxSize <= 0 {
+		return io.CopyBuffer(onlyWriter{f}, r, buf)
+	}
+	// Read one byte more than allowed to tell "exactly maxSize" from "more".
+	n, err := io.CopyBuffer(onlyWriter{f}, io.LimitReader(r, maxSize+1), buf)
+	if err != nil {
+		return n, err
+	}
+	if n > maxSize {
+		return n, ErrTooBig
+	}
+	return n, nil
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 64*1024); return &b }}
+
+// onlyWriter hides *os.File's ReadFrom so io.CopyBuffer uses our buffer (and
+// never a splice path that might behave differently on error).
+type onlyWriter struct{ w io.Writer }
+
+func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
+
+// writeTemp writes data to a new file in dir, fsyncs and closes it, and
+// returns its name. On error the file is removed.
+func writeTemp(dir, pattern string, data []byte) (string, error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// Body opens the body of message id for reading; the caller closes it.
+func (s *Spool) Body(id string) (*os.File, error) {
+	if err := checkID("body", id); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(filepath.Join(s.msg, id))
+	if err != nil {
+		return nil, fmt.Errorf("spool: body %s: %w", id, err)
+	}
+	return f, nil
+}
+
+// Update rewrites the meta of an existing message atomically: a temporary
+// file, fsync, rename over meta/ID, fsync of meta/. m.Size is kept as given.
+// The error wraps fs.ErrNotExist if the message does not exist (Update never
+// creates a message).
+func (s *Spool) Update(m *Meta) error {
+	if err := checkID("update", m.ID); err != nil {
+		return err
+	}
+	id := m.ID
+	metaPath := filepath.Join(s.meta, id)
+	if _, err := os.Lstat(metaPath); err != nil {
+		return fmt.Errorf("spool: update %s: %w", id, err)
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("spool: update %s: encode meta: %w", id, err)
+	}
+	tmp, err := writeTemp(s.tmp, id+".meta.*", data)
+	if err != nil {
+		return fmt.Errorf("spool: update %s: write meta: %w", id, err)
+	}
+	if err := os.Rename(tmp, metaPath); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("spool: update %s: commit meta: %w", id, err)
+	}
+	if err := s.metaSync.sync(); err != nil {
+		return fmt.Errorf("spool: update %s: commit meta: %w", id, err)
+	}
+	return nil
+}
+
+// Remove deletes message id: the meta first, then (once that removal is
+// fsync'd) the body. A nil error means the message is durably gone. The body's
+// removal is not fsync'd: after a crash a body without meta is removed by Scan.
+// If the meta did not exist the body is still removed and the error wraps
+// fs.ErrNotExist.
+func (s *Spool) Remove(id string) error {
+	if err := checkID("remove", id); err != nil {
+		return err
+	}
+	var metaErr error
+	if err := os.Remove(filepath.Join(s.meta, id)); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("spool: remove %s: %w", id, err)
+		}
+		metaErr = err
+	} else if err := s.metaSync.sync(); err != nil {
+		return fmt.Errorf("spool: remove %s: %w", id, err)
+	}
+	if err := os.Remove(filepath.Join(s.msg, id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("spool: remove %s: body: %w", id, err)
+	}
+	if metaErr != nil {
+		return fmt.Errorf("spool: remove %s: %w", id, metaErr)
+	}
+	return nil
+}
+
+// syncDir fsyncs a directory, making renames and creations in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// dirSyncer shares directory fsyncs between concurrent callers. A call to
+// sync returns once an fsync that started after the call began has finished,
+// so it covers every change the caller made to the directory before calling.
+// While one fsync runs, all callers that arrive wait for the next one, which
+// one of them runs for all.
+type dirSyncer struct {
+	dir     string
+	mu      sync.Mutex
+	cond    sync.Cond
+	running bool
+	started uint64 // fsyncs started
+	done    uint64 // last fsync finished
+	err     error  // its result
+}
+
+func newDirSyncer(dir string) *dirSyncer {
+	d := &dirSyncer{dir: dir}
+	d.cond.L = &d.mu
+	return d
+}
+
+func (d *dirSyncer) sync() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// If one is running it may have started before our change: wait for the next.
+	want := d.started + 1
+	for d.done < want {
+		if d.running {
+			d.cond.Wait()
+			continue
+		}
+		d.running = true
+		d.started++
+		gen := d.started
+		d.mu.Unlock()
+		err := syncDir(d.dir)
+		d.mu.Lock()
+		d.running = false
+		d.done = gen
+		d.err = err
+		d.cond.Broadcast()
+	}
+	// The result of the latest fsync, which started after our change (an
+	// error from a later one than ours is reported too: it errs on the safe
+	// side).
+	return d.err
+}
