@@ -18,6 +18,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mxport/mxport/store"
 	"github.com/mxport/mxport/store/record"
@@ -134,8 +135,12 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		return c.tsigList(ctx, rest)
 	case "tsig delete":
 		return c.tsigDelete(ctx, rest)
-	case "queue list", "queue flush", "queue remove":
-		return errors.New("queue: the smtp role (forwarder) is not built yet, so there is no queue")
+	case "queue list":
+		return c.queueList(ctx, rest)
+	case "queue flush":
+		return c.queueFlush(ctx, rest)
+	case "queue remove":
+		return c.queueRemove(ctx, rest)
 	}
 	return usagef("unknown command %q", cmd+" "+sub)
 }
@@ -521,5 +526,63 @@ func (c *cli) tsigDelete(ctx context.Context, args []string) error {
 	}
 	return cmd.with(ctx, func(s *store.Store) error {
 		return s.DeleteTSIGKey(ctx, cmd.args[0])
+	})
+}
+
+func (c *cli) queueList(ctx context.Context, args []string) error {
+	cmd := newCommand("queue list")
+	if err := cmd.parse(args); err != nil {
+		return err
+	}
+	return cmd.with(ctx, func(s *store.Store) error {
+		zones, err := s.Zones(ctx, "")
+		if err != nil {
+			return err
+		}
+		for _, z := range zones {
+			items, err := s.Queued(ctx, z)
+			if err != nil {
+				return err
+			}
+			for _, it := range items {
+				from := it.From
+				if from == "" {
+					from = "<>"
+				}
+				fmt.Fprintf(c.out, "%s %s %s %s attempts=%d next=%s node=%s %s\n", it.ID, it.Zone, from,
+					strings.Join(it.Rcpts, ","), it.Attempts, it.NextAttempt.UTC().Format(time.RFC3339), it.Node, oneLine(it.LastReply))
+			}
+		}
+		return nil
+	})
+}
+
+func (c *cli) queueFlush(ctx context.Context, args []string) error {
+	cmd := newCommand("queue flush")
+	pos, err := parse(cmd.fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 1 {
+		return usagef("queue flush: want [DOMAIN], got %d arguments", len(pos))
+	}
+	zone := ""
+	if len(pos) == 1 {
+		if zone, err = record.ZoneName(pos[0]); err != nil {
+			return usagef("queue flush: %s", err.(*record.FieldError).Msg)
+		}
+	}
+	return cmd.with(ctx, func(s *store.Store) error {
+		return s.PublishControl(ctx, store.Control{Kind: "flush", Zone: zone})
+	})
+}
+
+func (c *cli) queueRemove(ctx context.Context, args []string) error {
+	cmd := newCommand("queue remove")
+	if err := cmd.parse(args, "ID"); err != nil {
+		return err
+	}
+	return cmd.with(ctx, func(s *store.Store) error {
+		return s.PublishControl(ctx, store.Control{Kind: "remove", ID: cmd.args[0]})
 	})
 }

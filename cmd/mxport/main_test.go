@@ -300,7 +300,8 @@ func TestBadCommandLines(t *testing.T) {
 	}
 	// A bad value in the environment is reported like a bad flag.
 	failsWith(t, append(env, "MXPORT_RETRY_SCHEDULE=often"), 2, []string{"retry-schedule"}, "serve")
-	failsWith(t, nil, 1, []string{"not built yet"}, "queue", "list")
+	failsWith(t, env, 2, []string{"DOMAIN"}, "queue", "flush", "a.test", "b.test")
+	failsWith(t, env, 2, []string{"want ID"}, "queue", "remove")
 }
 
 func TestRedisUnreachable(t *testing.T) {

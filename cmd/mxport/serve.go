@@ -16,6 +16,7 @@ import (
 	"github.com/mxport/mxport/dnsserver"
 	"github.com/mxport/mxport/dnsserver/rrl"
 	"github.com/mxport/mxport/dnsserver/update"
+	"github.com/mxport/mxport/forwarder"
 )
 
 // serveConfig is the validated configuration of "mxport serve".
@@ -111,10 +112,26 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		}
 		stops = append(stops, d.Shutdown)
 	}
-	for _, r := range []struct{ name, addr string }{{"smtp", sc.smtp}, {"http", sc.http}} {
-		if r.addr != "" {
-			log.Warn("role not built yet", "role", r.name, "addr", r.addr)
+	if sc.smtp != "" {
+		var tlsConf *tls.Config
+		if sc.tlsCert != "" {
+			cert, err := tls.LoadX509KeyPair(sc.tlsCert, sc.tlsKey)
+			if err != nil {
+				return usagef("--tls-cert/--tls-key: %v", err)
+			}
+			tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}}
 		}
+		f := forwarder.New(s, forwarder.Config{
+			Addr: sc.smtp, Hostname: sc.hostname, SpoolDir: sc.spool, MXHosts: o.MXHosts,
+			Resolver: sc.resolver, Retry: sc.retry, MaxAge: sc.queueAge, TLS: tlsConf, Registry: reg,
+		})
+		if err := f.Start(ctx); err != nil {
+			return err
+		}
+		stops = append(stops, f.Shutdown)
+	}
+	if sc.http != "" {
+		log.Warn("role not built yet", "role", "http", "addr", sc.http)
 	}
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
