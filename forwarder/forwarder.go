@@ -102,21 +102,23 @@ func (f *Forwarder) Serve(ctx context.Context, l net.Listener) error {
 			slog.Warn("delivery log full, event dropped", "zone", zone, "id", d.ID, "event", d.Event)
 		}
 	}
+	var metrics *smtpd.Metrics
+	var qmetrics *queue.Metrics
+	if f.cfg.Registry != nil {
+		metrics = smtpd.NewMetrics(f.cfg.Registry)
+		qmetrics = queue.NewMetrics(f.cfg.Registry)
+	}
 	cc := courier.Config{Hostname: f.cfg.Hostname, Timeout: 5 * time.Minute}
 	f.q = queue.New(queue.Config{
 		Spool: sp, Router: router{f.ix, res}, Hostname: f.cfg.Hostname,
 		Courier: func(ctx context.Context, host, addr string, env courier.Envelope, body io.Reader) ([]courier.Result, error) {
 			return courier.Deliver(ctx, cc, host, addr, env, body)
 		},
-		Retry: f.cfg.Retry, MaxAge: f.cfg.MaxAge, Log: logEvent, Mirror: f.st,
+		Retry: f.cfg.Retry, MaxAge: f.cfg.MaxAge, Log: logEvent, Mirror: f.st, Metrics: qmetrics,
 	})
 	if err := f.q.Load(); err != nil {
 		l.Close()
 		return err
-	}
-	var metrics *smtpd.Metrics
-	if f.cfg.Registry != nil {
-		metrics = smtpd.NewMetrics(f.cfg.Registry)
 	}
 	f.srv = smtpd.NewServer(smtpd.Config{Hostname: f.cfg.Hostname, MaxSize: f.cfg.MaxSize, TLS: tlsConf,
 		Spool: sp, Router: f.ix, Queue: f.q, Log: logEvent, Metrics: metrics})

@@ -72,6 +72,8 @@ type Config struct {
 	Mirror Mirror
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Metrics counts outcomes and the queue's size; optional.
+	Metrics *Metrics
 }
 
 // Queue is the delivery scheduler. Its methods are safe for concurrent use.
@@ -159,6 +161,7 @@ func (q *Queue) add(m *spool.Meta) {
 	it.refresh()
 	q.items[m.ID] = it
 	heap.Push(&q.due, it)
+	q.cfg.Metrics.setSize(len(q.items))
 	q.mu.Unlock()
 	q.mirror(m)
 	q.wake()
@@ -212,6 +215,7 @@ func (q *Queue) Remove(id string) error {
 		heap.Remove(&q.due, it.index)
 	}
 	delete(q.items, id)
+	q.cfg.Metrics.setSize(len(q.items))
 	q.mu.Unlock()
 	slog.Info("queue remove", "id", id, "zone", it.m.Zone)
 	return q.drop(it.m)
@@ -301,6 +305,7 @@ func (q *Queue) deliver(ctx context.Context, it *item) {
 	it.refresh()
 	if done || removed {
 		delete(q.items, it.m.ID)
+		q.cfg.Metrics.setSize(len(q.items))
 	} else {
 		heap.Push(&q.due, it)
 	}
@@ -343,6 +348,7 @@ func (q *Queue) mirror(m *spool.Meta) {
 }
 
 func (q *Queue) log(m *spool.Meta, d store.Delivery) {
+	q.cfg.Metrics.outcome(d.Event)
 	if q.cfg.Log == nil {
 		return
 	}
