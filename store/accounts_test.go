@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -364,4 +365,37 @@ func dumpKeyspace(t *testing.T, c *redis.Client) string {
 		t.Fatal("empty keyspace")
 	}
 	return b.String()
+}
+
+func TestSessions(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	c := newClock(start)
+	s := newStoreAt(t, c)
+	u, err := s.CreateUser(bg, "ann@example.com", "acme", "a long enough password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, sess, err := s.CreateSession(bg, u, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.LookupSession(bg, secret)
+	if err != nil || got.Email != "ann@example.com" || got.Account != "acme" || got.CSRF != sess.CSRF || got.CSRF == "" {
+		t.Fatalf("LookupSession: %+v, %v", got, err)
+	}
+	if _, err := s.LookupSession(bg, secret+"x"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("wrong secret: %v", err)
+	}
+	c.Set(start.Add(61 * time.Minute))
+	if _, err := s.LookupSession(bg, secret); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("expired session: %v", err)
+	}
+	c.Set(start)
+	if err := s.DeleteSession(bg, secret); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.LookupSession(bg, secret); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted session: %v", err)
+	}
 }
