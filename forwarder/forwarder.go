@@ -132,7 +132,8 @@ func (f *Forwarder) Serve(ctx context.Context, l net.Listener) error {
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
-		if err := f.srv.Serve(netutil.LimitListener(l, maxSessions)); err != nil && ctx.Err() == nil {
+		ln := smtpd.ETRNListener(netutil.LimitListener(l, maxSessions), f.etrn)
+		if err := f.srv.Serve(ln); err != nil && ctx.Err() == nil {
 			slog.Error("smtp server stopped", "err", err)
 		}
 	}()
@@ -174,6 +175,23 @@ func (f *Forwarder) writeLog(ctx context.Context, events <-chan zoneEvent) {
 			}
 		}
 	}
+}
+
+// etrn flushes a forwarded zone's queue on every node (RFC 1985): here at
+// once, elsewhere through the store's control channel.
+func (f *Forwarder) etrn(domain string) bool {
+	zone, d := f.ix.Lookup(domain)
+	if d != route.Accept {
+		return false
+	}
+	f.q.Flush(zone)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := f.st.PublishControl(ctx, store.Control{Kind: "flush", Zone: zone}); err != nil {
+		slog.Warn("etrn: publish flush failed", "zone", zone, "err", err)
+	}
+	slog.Info("etrn", "zone", zone)
+	return true
 }
 
 // control obeys the store's control messages until ctx ends, resubscribing

@@ -392,3 +392,93 @@ func TestFlushByControl(t *testing.T) {
 }
 
 func bufioReader(r interface{ Read([]byte) (int, error) }) *bufio.Reader { return bufio.NewReader(r) }
+
+// TestETRN: anyone may ask, with ETRN (RFC 1985), for a forwarded zone's
+// waiting mail to be delivered now; the body of a message is not mistaken
+// for commands.
+func TestETRN(t *testing.T) {
+	e := start(t, []time.Duration{time.Hour}, 48*time.Hour)
+	e.home.Close()
+	body := message("etrn") + "ETRN example.com\r\n"
+	send(t, e.addr, "alice@sender.test", []string{"bob@example.com"}, body)
+	waitFor(t, 10*time.Second, "first attempt", func() bool {
+		l := e.f.Queue().List()
+		return len(l) == 1 && l[0].Attempts >= 1
+	})
+	e.home.Restart(t)
+
+	c, err := textproto.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, _, err := c.ReadResponse(220); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := c.Cmd("EHLO home.example.com")
+	c.StartResponse(id)
+	_, msg, err := c.ReadResponse(250)
+	c.EndResponse(id)
+	if err != nil || !strings.Contains(msg, "\nETRN") {
+		t.Fatalf("EHLO does not advertise ETRN: %q %v", msg, err)
+	}
+	for _, tc := range []struct {
+		cmd  string
+		code int
+	}{
+		{"ETRN elsewhere.example", 458},
+		{"ETRN", 501},
+		{"ETRN example.com", 250},
+	} {
+		id, _ := c.Cmd("%s", tc.cmd)
+		c.StartResponse(id)
+		code, msg, _ := c.ReadResponse(0)
+		c.EndResponse(id)
+		if code != tc.code {
+			t.Fatalf("%s: %d %s, want %d", tc.cmd, code, msg, tc.code)
+		}
+	}
+	m := e.home.Wait(t, 1, 10*time.Second)[0]
+	if got := stripReceived(t, m.Data); !bytes.Equal(got, []byte(body)) {
+		t.Fatalf("body changed (an ETRN line in it must pass through):\n got %q\nwant %q", got, body)
+	}
+	// The session goes on normally after ETRN.
+	id, _ = c.Cmd("NOOP")
+	c.StartResponse(id)
+	if _, _, err := c.ReadResponse(250); err != nil {
+		t.Fatalf("NOOP after ETRN: %v", err)
+	}
+	c.EndResponse(id)
+}
+
+// TestBDATThroughETRN: BDAT chunks (CHUNKING) pass the ETRN wrapper by size,
+// even when they hold command-like lines.
+func TestBDATThroughETRN(t *testing.T) {
+	e := start(t, []time.Duration{200 * time.Millisecond}, time.Hour)
+	c, err := textproto.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	expect := func(code int) {
+		t.Helper()
+		if _, msg, err := c.ReadResponse(code); err != nil {
+			t.Fatalf("want %d: %v %s", code, err, msg)
+		}
+	}
+	expect(220)
+	body := "Subject: bdat\r\n\r\nETRN example.com\r\nQUIT\r\n"
+	c.PrintfLine("EHLO client.test")
+	expect(250)
+	c.PrintfLine("MAIL FROM:<alice@sender.test>")
+	expect(250)
+	c.PrintfLine("RCPT TO:<bob@example.com>")
+	expect(250)
+	fmt.Fprintf(c.W, "BDAT %d LAST\r\n%s", len(body), body)
+	c.W.Flush()
+	expect(250)
+	m := e.home.Wait(t, 1, 10*time.Second)[0]
+	if got := stripReceived(t, m.Data); string(got) != body {
+		t.Fatalf("BDAT body changed:\n got %q\nwant %q", got, body)
+	}
+}

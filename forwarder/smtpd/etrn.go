@@ -1,0 +1,196 @@
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// ETRNListener wraps l so that its connections answer ETRN (RFC 1985)
+// themselves, a command go-smtp does not know, and advertise it in the EHLO
+// reply. flush is called with the requested domain and reports whether it
+// is a zone forwarded here (its queue is then flushed). ETRN only triggers
+// delivery to the zone's registered target, so anyone may send it.
+//
+// The wrapper reads the client's command lines and passes everything else
+// through untouched: message bodies (DATA until CRLF.CRLF, BDAT chunks by
+// size) and, after STARTTLS, every byte (ETRN inside TLS is not seen and
+// gets go-smtp's 500).
+func ETRNListener(l net.Listener, flush func(domain string) bool) net.Listener {
+	return &etrnListener{Listener: l, flush: flush}
+}
+
+type etrnListener struct {
+	net.Listener
+	flush func(domain string) bool
+}
+
+func (l *etrnListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &etrnConn{Conn: c, in: bufio.NewReaderSize(c, 4096), flush: l.flush}, nil
+}
+
+type etrnMode int
+
+const (
+	modeCommand     etrnMode = iota
+	modeDataPending          // DATA sent, waiting for the server's 354
+	modeData                 // message body until CRLF.CRLF
+	modeBDAT                 // chunk bytes
+	modeRaw                  // after STARTTLS: pass everything
+)
+
+type etrnConn struct {
+	net.Conn
+	in    *bufio.Reader
+	flush func(string) bool
+
+	mu      sync.Mutex // guards the fields below and writes to Conn
+	mode    etrnMode
+	chunk   int64 // BDAT bytes still to pass
+	ehlo    bool  // an EHLO reply is due: advertise ETRN in it
+	pending []byte
+	partial bool // the last line handed on had no LF yet
+}
+
+// Read hands go-smtp the client's bytes, minus ETRN commands.
+func (c *etrnConn) Read(p []byte) (int, error) {
+	for {
+		c.mu.Lock()
+		if len(c.pending) > 0 {
+			n := copy(p, c.pending)
+			c.pending = c.pending[n:]
+			c.mu.Unlock()
+			return n, nil
+		}
+		mode, chunk := c.mode, c.chunk
+		c.mu.Unlock()
+		switch mode {
+		case modeRaw:
+			return c.in.Read(p)
+		case modeBDAT:
+			if int64(len(p)) > chunk {
+				p = p[:chunk]
+			}
+			n, err := c.in.Read(p)
+			c.mu.Lock()
+			if c.chunk -= int64(n); c.chunk <= 0 {
+				c.mode = modeCommand
+			}
+			c.mu.Unlock()
+			return n, err
+		}
+		line, err := c.in.ReadSlice('\n')
+		if len(line) > 0 {
+			c.line(line)
+		}
+		if err != nil && err != bufio.ErrBufferFull {
+			c.mu.Lock()
+			empty := len(c.pending) == 0
+			c.mu.Unlock()
+			if empty {
+				return 0, err
+			}
+		}
+	}
+}
+
+// line classifies one client line (or the start of an over-long one) and
+// queues what go-smtp should see.
+func (c *etrnConn) line(b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	complete := b[len(b)-1] == '\n'
+	startOfLine := !c.partial
+	c.partial = !complete
+	if !startOfLine {
+		c.pending = append(c.pending, b...)
+		return
+	}
+	switch c.mode {
+	case modeData:
+		if string(b) == ".\r\n" {
+			c.mode = modeCommand
+		}
+		c.pending = append(c.pending, b...)
+		return
+	case modeDataPending:
+		// Pipelined bytes after DATA before the 354: go-smtp will read
+		// them as body if it answers 354, as commands otherwise.
+		c.pending = append(c.pending, b...)
+		return
+	}
+	verb, arg, _ := strings.Cut(strings.TrimRight(string(b), "\r\n"), " ")
+	switch strings.ToUpper(verb) {
+	case "ETRN":
+		if complete {
+			c.reply(c.etrn(strings.TrimSpace(arg)))
+			return
+		}
+	case "EHLO":
+		c.ehlo = true
+	case "DATA":
+		c.mode = modeDataPending
+	case "BDAT":
+		f := strings.Fields(arg)
+		if len(f) > 0 {
+			if n, err := strconv.ParseInt(f[0], 10, 64); err == nil && n > 0 {
+				c.mode, c.chunk = modeBDAT, n
+			}
+		}
+	case "STARTTLS":
+		c.mode = modeRaw
+	}
+	c.pending = append(c.pending, b...)
+}
+
+// etrn answers one ETRN command (RFC 1985 5).
+func (c *etrnConn) etrn(arg string) string {
+	d := strings.TrimPrefix(strings.TrimPrefix(arg, "@"), "#")
+	switch {
+	case d == "" || strings.ContainsAny(d, " \t"):
+		return "501 5.5.4 Syntax: ETRN domain"
+	case c.flush(d):
+		return "250 2.0.0 Queuing for node " + d + " started"
+	}
+	return "458 4.7.0 Unable to queue messages for node " + d
+}
+
+// reply writes a reply of ours to the client.
+func (c *etrnConn) reply(s string) {
+	c.Conn.Write([]byte(s + "\r\n"))
+}
+
+// Write passes go-smtp's replies on; it notices the 354 that starts a body
+// and adds ETRN to the EHLO keywords.
+func (c *etrnConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mode == modeDataPending && len(p) >= 3 {
+		if string(p[:3]) == "354" {
+			c.mode = modeData
+		} else {
+			c.mode = modeCommand
+		}
+	}
+	if c.ehlo && bytes.HasPrefix(p, []byte("250-")) {
+		c.ehlo = false
+		if i := bytes.Index(p, []byte("\r\n")); i >= 0 {
+			out := make([]byte, 0, len(p)+10)
+			out = append(out, p[:i+2]...)
+			out = append(out, "250-ETRN\r\n"...)
+			out = append(out, p[i+2:]...)
+			if _, err := c.Conn.Write(out); err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		}
+	}
+	return c.Conn.Write(p)
+}
