@@ -33,7 +33,11 @@ DEPS := \
 	nsupdate:bind9-dnsutils \
 	knotd:knot \
 	swaks:swaks \
-	gcc:gcc
+	gcc:gcc \
+	chromium:chromium \
+	smtp-sink:postfix \
+	ddclient:ddclient \
+	inadyn:inadyn
 
 # Local instance for `make run`.
 REDIS_PORT ?= 6379
@@ -70,6 +74,13 @@ deps:
 	sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	echo "deps: installing $$pkgs"; \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
+	if printf '%s\n' "$${missing[@]}" | grep -qx postfix; then \
+		echo 'postfix postfix/main_mailer_type select No configuration' | $$sudo debconf-set-selections; \
+	fi; \
+	if printf '%s\n' "$${missing[@]}" | grep -qx ddclient; then \
+		printf '%s\n' 'ddclient ddclient/method select Network interface' \
+			'ddclient ddclient/run_mode select On PPP connect' | $$sudo debconf-set-selections; \
+	fi; \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$pkgs; \
 	for pair in $(DEPS); do \
 		command -v "$${pair%%:*}" >/dev/null 2>&1 || { echo "deps: $${pair%%:*} still missing after installing $${pair#*:}" >&2; exit 1; }; \
