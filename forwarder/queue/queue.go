@@ -61,9 +61,11 @@ type Config struct {
 	MaxAge       time.Duration
 	DelayWarning time.Duration
 	// MaxDeliveries bounds concurrent deliveries (default 20);
-	// MaxPerTarget bounds them per host:port (default 4).
+	// MaxPerTarget bounds them per host:port (default 4), MaxPerZone per
+	// zone (default 4: a home server gets a few connections, not a flood).
 	MaxDeliveries int
 	MaxPerTarget  int
+	MaxPerZone    int
 	// AttemptTimeout bounds one attempt (default 10 min).
 	AttemptTimeout time.Duration
 	// Log records delivery events (the store's delivery log); optional.
@@ -80,11 +82,12 @@ type Config struct {
 type Queue struct {
 	cfg     Config
 	mu      sync.Mutex
-	items   map[string]*item // by id: every message on disk
-	due     dueHeap          // items waiting, by next attempt
-	busy    map[string]bool  // zones with a delivery running
+	items   map[string]*item   // by id: every message on disk
+	due     dueHeap            // items waiting, by next attempt
+	busy    map[string]int     // deliveries running per zone
+	parked  map[string][]*item // due items waiting for a busy zone, in due order
 	running int
-	perDest map[string]int // deliveries per host:port
+	perDest map[string]chan struct{} // delivery slots per host:port
 	kick    chan struct{}
 	wg      sync.WaitGroup
 }
@@ -114,14 +117,17 @@ func New(cfg Config) *Queue {
 	if cfg.MaxPerTarget <= 0 {
 		cfg.MaxPerTarget = 4
 	}
+	if cfg.MaxPerZone <= 0 {
+		cfg.MaxPerZone = 4
+	}
 	if cfg.AttemptTimeout <= 0 {
 		cfg.AttemptTimeout = 10 * time.Minute
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Queue{cfg: cfg, items: map[string]*item{}, busy: map[string]bool{},
-		perDest: map[string]int{}, kick: make(chan struct{}, 1)}
+	return &Queue{cfg: cfg, items: map[string]*item{}, busy: map[string]int{}, parked: map[string][]*item{},
+		perDest: map[string]chan struct{}{}, kick: make(chan struct{}, 1)}
 }
 
 // Load rebuilds the queue from the spool (spool.Scan). Messages due
@@ -265,32 +271,48 @@ func (q *Queue) dispatch(ctx context.Context) time.Duration {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	now := q.cfg.Now()
-	var blocked []*item
-	defer func() {
-		for _, it := range blocked {
-			heap.Push(&q.due, it)
+	// Parked items are due: they go first, as their zones free up.
+	for zone, its := range q.parked {
+		for len(its) > 0 && q.busy[zone] < q.cfg.MaxPerZone && q.running < q.cfg.MaxDeliveries {
+			it := its[0]
+			its = its[1:]
+			if q.items[it.m.ID] == it { // not removed meanwhile
+				q.start(ctx, it)
+			}
 		}
-	}()
+		if len(its) == 0 {
+			delete(q.parked, zone)
+		} else {
+			q.parked[zone] = its
+		}
+	}
 	for q.due.Len() > 0 && q.running < q.cfg.MaxDeliveries {
 		it := q.due[0]
 		if wait := it.m.NextAttempt.Sub(now); wait > 0 {
 			return wait
 		}
 		heap.Pop(&q.due)
-		if q.busy[it.m.Zone] { // one delivery per zone at a time
-			blocked = append(blocked, it)
+		if q.busy[it.m.Zone] >= q.cfg.MaxPerZone {
+			// Park it with its zone: it is started when a delivery
+			// of the zone ends, without passing the heap again.
+			q.parked[it.m.Zone] = append(q.parked[it.m.Zone], it)
 			continue
 		}
-		it.active = true
-		q.busy[it.m.Zone] = true
-		q.running++
-		q.wg.Add(1)
-		go q.deliver(ctx, it)
+		q.start(ctx, it)
 	}
 	if q.due.Len() > 0 && q.running < q.cfg.MaxDeliveries {
 		return max(0, q.due[0].m.NextAttempt.Sub(now))
 	}
 	return time.Hour
+}
+
+// start runs a delivery of it; q.mu is held.
+func (q *Queue) start(ctx context.Context, it *item) {
+	it.active = true
+	q.busy[it.m.Zone]++
+	q.running++
+	q.wg.Add(1)
+	go q.deliver(ctx, it)
 }
 
 // deliver runs one attempt of it and puts it back or drops it.
@@ -299,7 +321,9 @@ func (q *Queue) deliver(ctx context.Context, it *item) {
 	done := q.attempt(ctx, it.m)
 	q.mu.Lock()
 	it.active = false
-	delete(q.busy, it.m.Zone)
+	if q.busy[it.m.Zone]--; q.busy[it.m.Zone] <= 0 {
+		delete(q.busy, it.m.Zone)
+	}
 	q.running--
 	removed := it.removed
 	it.refresh()
@@ -488,8 +512,8 @@ func (q *Queue) targets(ctx context.Context, m *spool.Meta) ([]record.Target, er
 // no SMTP conversation took place (the next address is tried).
 func (q *Queue) send(ctx context.Context, m *spool.Meta, t record.Target, a netip.AddrPort) (bool, string) {
 	dest := a.String()
-	if !q.acquire(dest) {
-		return false, dest + ": too many deliveries to this target"
+	if !q.acquire(ctx, dest) {
+		return false, dest + ": no delivery slot before the attempt's deadline"
 	}
 	defer q.release(dest)
 	body, err := q.cfg.Spool.Body(m.ID)
@@ -573,22 +597,29 @@ func (q *Queue) deferAll(m *spool.Meta, target string, code int, reply string) {
 	slog.Info("deferred", "id", m.ID, "zone", m.Zone, "attempt", m.Attempts, "err", reply, "next", m.NextAttempt)
 }
 
-func (q *Queue) acquire(dest string) bool {
+// acquire waits for one of the destination's MaxPerTarget slots; false
+// when ctx ended first.
+func (q *Queue) acquire(ctx context.Context, dest string) bool {
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.perDest[dest] >= q.cfg.MaxPerTarget {
+	sem, ok := q.perDest[dest]
+	if !ok {
+		sem = make(chan struct{}, q.cfg.MaxPerTarget)
+		q.perDest[dest] = sem
+	}
+	q.mu.Unlock()
+	select {
+	case sem <- struct{}{}:
+		return true
+	case <-ctx.Done():
 		return false
 	}
-	q.perDest[dest]++
-	return true
 }
 
 func (q *Queue) release(dest string) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.perDest[dest]--; q.perDest[dest] <= 0 {
-		delete(q.perDest, dest)
-	}
+	sem := q.perDest[dest]
+	q.mu.Unlock()
+	<-sem
 }
 
 // bounce queues a DSN to m's sender for the recipients at idx, when the
