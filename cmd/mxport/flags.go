@@ -34,7 +34,7 @@ type config struct {
 	tlsCert, tlsKey                         string
 	notify, allowTransfer, trustedProxies   string
 	rrlRate, rrlSlip, rrlWindow             int
-	httpRate                                int
+	httpRate, dyndnsRate                    int
 }
 
 // env returns the variable's value when it is set, else def.
@@ -72,6 +72,7 @@ func serveFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.notify, "notify", env("MXPORT_NOTIFY", ""), "secondaries to NOTIFY of zone changes, host:port comma-separated (env MXPORT_NOTIFY)")
 	fs.StringVar(&c.allowTransfer, "allow-transfer", env("MXPORT_ALLOW_TRANSFER", ""), "networks allowed AXFR without TSIG, CIDRs comma-separated (env MXPORT_ALLOW_TRANSFER)")
 	fs.StringVar(&c.trustedProxies, "trusted-proxies", env("MXPORT_TRUSTED_PROXIES", ""), "proxies whose X-Forwarded-For the HTTP role believes, CIDRs comma-separated (env MXPORT_TRUSTED_PROXIES)")
+	fs.IntVar(&c.dyndnsRate, "dyndns-rate", envInt("MXPORT_DYNDNS_RATE", 30), "dyndns2 updates per minute per token before \"abuse\" (env MXPORT_DYNDNS_RATE)")
 	fs.IntVar(&c.httpRate, "http-rate", envInt("MXPORT_HTTP_RATE", 20), "HTTP requests per second per API token (or client address without one), burst twice that; 0 = no rate limiting (env MXPORT_HTTP_RATE)")
 	fs.IntVar(&c.rrlRate, "rrl-rate", envInt("MXPORT_RRL_RATE", 20), "UDP responses per second per client network and response kind; 0 = no rate limiting (env MXPORT_RRL_RATE)")
 	fs.IntVar(&c.rrlSlip, "rrl-slip", envInt("MXPORT_RRL_SLIP", 2), "every Nth rate-limited response is sent truncated instead of dropped; 0 = never (env MXPORT_RRL_SLIP)")

@@ -171,7 +171,7 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 			Store: s, Auth: a, Gatherer: reg, Registerer: reg, TrustedProxies: sc.proxies,
 			Routes: []func(*echo.Echo){
 				func(e *echo.Echo) {
-					dyndns.Register(e, dyndns.Config{Store: s, Auth: a, TrustedProxies: sc.proxies})
+					dyndns.Register(e, dyndns.Config{Store: s, Auth: a, TrustedProxies: sc.proxies, RequestsPerMinute: sc.dyndnsRate})
 				},
 				func(e *echo.Echo) { web.Register(e, web.Config{Store: s, Auth: a, MXHosts: o.MXHosts}) },
 			},
