@@ -91,6 +91,15 @@ func New(st *store.Store, cfg Config) *Server {
 	return s
 }
 
+// Addr returns the address the server answers on (its first UDP socket's),
+// useful after Start on port 0.
+func (s *Server) Addr() string {
+	if len(s.udp) > 0 {
+		return s.udp[0].pc.LocalAddr().String()
+	}
+	return ""
+}
+
 // Index returns the server's zone index (readiness, tests).
 func (s *Server) Index() *Index { return s.ix }
 

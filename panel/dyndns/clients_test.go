@@ -9,6 +9,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/mxport/mxport/dnsserver"
 )
 
 // Real dyndns2 clients from Debian against Register: ddclient and inadyn.
@@ -74,6 +78,7 @@ func TestDdclient(t *testing.T) {
 		return runTool(t, dir, bin, "-daemon=0", "-foreground", "-file", conf,
 			"-cache", filepath.Join(dir, "ddclient.cache"), "-verbose", "-noquiet")
 	}
+	dnsAddr := startDNS(t, e)
 	t.Run("update", func(t *testing.T) {
 		out := run(t, e.alice, "home.example.com")
 		if !strings.Contains(out, "SUCCESS") || !strings.Contains(out, "good") {
@@ -82,6 +87,7 @@ func TestDdclient(t *testing.T) {
 		if got := e.rrset(t, "example.com", "home", "A"); !slices.Equal(got, []string{"60 192.0.2.55"}) {
 			t.Fatalf("A = %v, want 192.0.2.55", got)
 		}
+		waitDNS(t, dnsAddr, "home.example.com.", "192.0.2.55")
 	})
 	t.Run("again: nochg", func(t *testing.T) {
 		out := run(t, e.alice, "home.example.com")
@@ -121,6 +127,7 @@ func TestDdclient(t *testing.T) {
 func TestInadyn(t *testing.T) {
 	bin := lookTool(t, "inadyn")
 	e := newEnv(t, Config{})
+	dnsAddr := startDNS(t, e)
 	run := func(t *testing.T, password, host, ip string) string {
 		t.Helper()
 		dir := t.TempDir()
@@ -158,6 +165,7 @@ func TestInadyn(t *testing.T) {
 		if got := e.rrset(t, "example.com", "inadyn", "A"); !slices.Equal(got, []string{"60 192.0.2.67"}) {
 			t.Fatalf("A = %v, want 192.0.2.67", got)
 		}
+		waitDNS(t, dnsAddr, "inadyn.example.com.", "192.0.2.67")
 	})
 	t.Run("wrong password", func(t *testing.T) {
 		out := run(t, "mxp_wrong", "inadyn2.example.com", "192.0.2.68")
@@ -174,4 +182,44 @@ func TestInadyn(t *testing.T) {
 			t.Errorf("inadyn output has no failed update with nohost")
 		}
 	})
+}
+
+// startDNS runs the dns role over e's store, so a test can see the DNS
+// answer change after an update.
+func startDNS(t *testing.T, e *env) string {
+	t.Helper()
+	srv := dnsserver.New(e.st, dnsserver.Config{Addr: "127.0.0.1:0", UDPSockets: 1})
+	if err := srv.Start(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	return srv.Addr()
+}
+
+// waitDNS polls the DNS role until name's A record is want.
+func waitDNS(t *testing.T, addr, name, want string) {
+	t.Helper()
+	c := &dns.Client{Timeout: time.Second}
+	deadline := time.Now().Add(5 * time.Second)
+	last := ""
+	for time.Now().Before(deadline) {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeA)
+		if r, _, err := c.Exchange(m, addr); err == nil {
+			for _, rr := range r.Answer {
+				if a, ok := rr.(*dns.A); ok {
+					last = a.A.String()
+					if last == want {
+						return
+					}
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // poll with a deadline
+	}
+	t.Fatalf("DNS answers %s A %q, want %s", name, last, want)
 }
