@@ -569,6 +569,13 @@ func (s *Store) LoadAll(ctx context.Context) ([]ZoneData, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load zones: %w", unavailable(err))
 	}
+	return s.ZonesData(ctx, names)
+}
+
+// ZonesData reads the named zones with their records, each consistently,
+// in batches (one round trip per batch, not per zone). Zones that do not
+// exist (deleted meanwhile) are left out.
+func (s *Store) ZonesData(ctx context.Context, names []string) ([]ZoneData, error) {
 	out := make([]ZoneData, 0, len(names))
 	const batch = 500
 	for i := 0; i < len(names); i += batch {
