@@ -56,7 +56,8 @@ type etrnConn struct {
 	chunk   int64 // BDAT bytes still to pass
 	ehlo    bool  // an EHLO reply is due: advertise ETRN in it
 	pending []byte
-	partial bool // the last line handed on had no LF yet
+	partial bool      // the last line handed on had no LF yet
+	data    dataState // modeData: where go-smtp's DATA reader is
 }
 
 // Read hands go-smtp the client's bytes, minus ETRN commands.
@@ -109,17 +110,18 @@ func (c *etrnConn) line(b []byte) {
 	complete := b[len(b)-1] == '\n'
 	startOfLine := !c.partial
 	c.partial = !complete
+	if c.mode == modeData {
+		if c.data.end(b) {
+			c.mode = modeCommand
+		}
+		c.pending = append(c.pending, b...)
+		return
+	}
 	if !startOfLine {
 		c.pending = append(c.pending, b...)
 		return
 	}
 	switch c.mode {
-	case modeData:
-		if string(b) == ".\r\n" {
-			c.mode = modeCommand
-		}
-		c.pending = append(c.pending, b...)
-		return
 	case modeDataPending:
 		// Pipelined bytes after DATA before the 354: go-smtp will read
 		// them as body if it answers 354, as commands otherwise.
@@ -174,7 +176,7 @@ func (c *etrnConn) Write(p []byte) (int, error) {
 	defer c.mu.Unlock()
 	if c.mode == modeDataPending && len(p) >= 3 {
 		if string(p[:3]) == "354" {
-			c.mode = modeData
+			c.mode, c.data = modeData, dataBeginLine
 		} else {
 			c.mode = modeCommand
 		}
@@ -193,4 +195,60 @@ func (c *etrnConn) Write(p []byte) (int, error) {
 		}
 	}
 	return c.Conn.Write(p)
+}
+
+// dataState follows a message body byte by byte as go-smtp's DATA reader
+// does (its data.go, after net/textproto), so the wrapper leaves modeData
+// exactly where go-smtp sees CRLF.CRLF. A line starts only after CRLF:
+// after a bare LF, ".<CRLF>" is body to go-smtp, and taking it as the end
+// here would make the wrapper read the next body lines as commands (an
+// "ETRN" line there answered and cut out of the message).
+type dataState uint8
+
+const (
+	dataBeginLine dataState = iota // must be zero: a body starts at a line start
+	dataDot                        // "." at a line start
+	dataDotCR                      // ".<CR>" at a line start
+	dataCR                         // <CR>
+	dataMiddle                     // inside a line
+)
+
+// end feeds b and reports whether it ended with the end-of-data line.
+func (s *dataState) end(b []byte) bool {
+	for _, ch := range b {
+		switch *s {
+		case dataBeginLine:
+			switch ch {
+			case '.':
+				*s = dataDot
+			case '\r':
+				*s = dataCR
+			default:
+				*s = dataMiddle
+			}
+		case dataDot:
+			if ch == '\r' {
+				*s = dataDotCR
+			} else {
+				*s = dataMiddle
+			}
+		case dataDotCR:
+			if ch == '\n' { // b ends here: it ends at its first LF
+				*s = dataBeginLine
+				return true
+			}
+			*s = dataMiddle
+		case dataCR:
+			if ch == '\n' {
+				*s = dataBeginLine
+			} else {
+				*s = dataMiddle
+			}
+		case dataMiddle:
+			if ch == '\r' {
+				*s = dataCR
+			}
+		}
+	}
+	return false
 }
