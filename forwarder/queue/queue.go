@@ -89,6 +89,7 @@ type Queue struct {
 	running int
 	perDest map[string]chan struct{} // delivery slots per host:port
 	kick    chan struct{}
+	mirrors chan mirrorOp // to the one mirror writer, in order
 	wg      sync.WaitGroup
 }
 
@@ -127,7 +128,7 @@ func New(cfg Config) *Queue {
 		cfg.Now = time.Now
 	}
 	return &Queue{cfg: cfg, items: map[string]*item{}, busy: map[string]int{}, parked: map[string][]*item{},
-		perDest: map[string]chan struct{}{}, kick: make(chan struct{}, 1)}
+		perDest: map[string]chan struct{}{}, mirrors: make(chan mirrorOp, 10000), kick: make(chan struct{}, 1)}
 }
 
 // Load rebuilds the queue from the spool (spool.Scan). Messages due
@@ -250,6 +251,11 @@ func (q *Queue) Len() int {
 
 // Run delivers until ctx ends, then waits for running deliveries.
 func (q *Queue) Run(ctx context.Context) {
+	if q.cfg.Mirror != nil {
+		mirrored := make(chan struct{})
+		go func() { defer close(mirrored); q.writeMirror(ctx) }()
+		defer func() { <-mirrored }()
+	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -346,12 +352,61 @@ func (q *Queue) drop(m *spool.Meta) error {
 		slog.Error("spool remove failed", "id", m.ID, "err", err)
 		return err
 	}
-	if q.cfg.Mirror != nil {
-		if err := q.cfg.Mirror.MirrorGone(context.Background(), m.Zone, m.ID); err != nil {
-			slog.Warn("queue mirror failed", "id", m.ID, "err", err)
+	q.toMirror(mirrorOp{gone: true, zone: m.Zone, id: m.ID})
+	return nil
+}
+
+// mirrorOp is one queue-mirror write: a message queued or updated, or gone.
+type mirrorOp struct {
+	gone     bool
+	zone, id string
+	item     store.QueueItem
+}
+
+// toMirror hands a write to the mirror writer without waiting: the mirror
+// is a view, and Redis must never hold up a 250 or a delivery.
+func (q *Queue) toMirror(op mirrorOp) {
+	if q.cfg.Mirror == nil {
+		return
+	}
+	select {
+	case q.mirrors <- op:
+	default:
+		slog.Warn("queue mirror behind, update dropped", "id", op.id)
+	}
+}
+
+// writeMirror applies mirror writes in order until ctx ends, then what is
+// left with a short deadline each.
+func (q *Queue) writeMirror(ctx context.Context) {
+	write := func(op mirrorOp) {
+		wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		var err error
+		if op.gone {
+			err = q.cfg.Mirror.MirrorGone(wctx, op.zone, op.id)
+		} else {
+			err = q.cfg.Mirror.MirrorQueued(wctx, op.item)
+		}
+		if err != nil {
+			slog.Warn("queue mirror failed", "id", op.id, "err", err)
 		}
 	}
-	return nil
+	for {
+		select {
+		case op := <-q.mirrors:
+			write(op)
+		case <-ctx.Done():
+			for {
+				select {
+				case op := <-q.mirrors:
+					write(op)
+				default:
+					return
+				}
+			}
+		}
+	}
 }
 
 func (q *Queue) mirror(m *spool.Meta) {
@@ -366,9 +421,7 @@ func (q *Queue) mirror(m *spool.Meta) {
 	}
 	it := store.QueueItem{ID: m.ID, Node: q.cfg.Hostname, Zone: m.Zone, From: m.From, Rcpts: rcpts, Size: m.Size,
 		Arrived: m.Arrived, Attempts: m.Attempts, NextAttempt: m.NextAttempt, LastReply: m.LastReply}
-	if err := q.cfg.Mirror.MirrorQueued(context.Background(), it); err != nil {
-		slog.Warn("queue mirror failed", "id", m.ID, "err", err)
-	}
+	q.toMirror(mirrorOp{zone: m.Zone, id: m.ID, item: it})
 }
 
 func (q *Queue) log(m *spool.Meta, d store.Delivery) {
