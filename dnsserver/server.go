@@ -202,9 +202,28 @@ func accept(dh dns.Header) dns.MsgAcceptAction {
 	return dns.MsgAccept
 }
 
-// listen opens n SO_REUSEPORT UDP sockets and one TCP listener on addr; a
-// port 0 is resolved by the first socket and shared by the rest.
+// listen opens n SO_REUSEPORT UDP sockets and one TCP listener on addr. A
+// port 0 is resolved by the first UDP socket and shared by the rest; when
+// TCP cannot have that port too (another process holds it), it tries again
+// with a new one.
 func listen(addr string, n int) ([]net.PacketConn, net.Listener, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	tries := 1
+	if port == "0" {
+		tries = 20
+	}
+	var err error
+	for i := 0; i < tries; i++ {
+		var pcs []net.PacketConn
+		var l net.Listener
+		if pcs, l, err = listenOnce(addr, n); err == nil {
+			return pcs, l, nil
+		}
+	}
+	return nil, nil, err
+}
+
+func listenOnce(addr string, n int) ([]net.PacketConn, net.Listener, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {

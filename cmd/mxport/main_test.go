@@ -347,6 +347,7 @@ func TestServeStartsAndStops(t *testing.T) {
 		}
 		close(lines)
 	}()
+	var seen []string
 	waitLine := func(want string) string {
 		t.Helper()
 		deadline := time.After(10 * time.Second)
@@ -354,8 +355,9 @@ func TestServeStartsAndStops(t *testing.T) {
 			select {
 			case l, more := <-lines:
 				if !more {
-					t.Fatalf("serve exited before logging %q", want)
+					t.Fatalf("serve exited before logging %q; it logged:\n%s", want, strings.Join(seen, "\n"))
 				}
+				seen = append(seen, l)
 				if strings.Contains(l, want) {
 					return l
 				}
