@@ -11,17 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/mxport/mxport/forwarder/spool"
-	"github.com/mxport/mxport/store"
 )
 
 // etrnFlushes records the domains the ETRN wrapper was asked to flush.
@@ -47,40 +42,8 @@ func (e *etrnFlushes) all() []string {
 // runs the server.
 func newETRNFixture(t *testing.T, mod func(*Config)) (*fixture, *etrnFlushes) {
 	t.Helper()
-	sp, err := spool.Open(filepath.Join(t.TempDir(), "spool"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{t: t, sp: sp, events: make(chan store.Delivery, 1000)}
-	f.q = &recQueue{sp: sp, ch: make(chan *spool.Meta, 1000)}
-	cfg := Config{
-		Hostname:    "mx.test",
-		Spool:       sp,
-		Router:      testIndex(t),
-		Queue:       f.q,
-		ReadTimeout: 10 * time.Second,
-		Log:         func(zone string, d store.Delivery) { f.events <- d },
-		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	f.srv = NewServer(cfg)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.addr = ln.Addr().String()
 	fl := &etrnFlushes{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f.srv.Serve(ETRNListener(ln, fl.flush))
-	}()
-	t.Cleanup(func() {
-		f.srv.Close()
-		<-done
-	})
+	f := startFixture(t, mod, func(ln net.Listener) net.Listener { return ETRNListener(ln, fl.flush) })
 	return f, fl
 }
 

@@ -106,6 +106,13 @@ func testIndex(t testing.TB) *route.Index {
 // newFixture starts a server on 127.0.0.1:0 with a real spool and index.
 func newFixture(t *testing.T, mod func(*Config)) *fixture {
 	t.Helper()
+	return startFixture(t, mod, nil)
+}
+
+// startFixture is newFixture with the listener passed through wrap (nil:
+// none), as the forwarder wraps it for ETRN.
+func startFixture(t *testing.T, mod func(*Config), wrap func(net.Listener) net.Listener) *fixture {
+	t.Helper()
 	sp, err := spool.Open(filepath.Join(t.TempDir(), "spool"))
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +137,9 @@ func newFixture(t *testing.T, mod func(*Config)) *fixture {
 		t.Fatal(err)
 	}
 	f.addr = ln.Addr().String()
+	if wrap != nil {
+		ln = wrap(ln)
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
