@@ -75,23 +75,7 @@ func start(t *testing.T, retry []time.Duration, maxAge time.Duration) *env {
 			t.Fatal(err)
 		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.addr = l.Addr().String()
-	e.f = forwarder.New(e.st, forwarder.Config{Hostname: "mx1.fwd.test", SpoolDir: t.TempDir(),
-		MXHosts: []string{"mx1.fwd.test"}, Retry: retry, MaxAge: maxAge})
-	ctx, cancel := context.WithCancel(bg)
-	if err := e.f.Serve(ctx, l); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		sctx, c := context.WithTimeout(bg, 10*time.Second)
-		defer c()
-		e.f.Shutdown(sctx)
-		cancel()
-	})
+	serveEnv(t, e, retry, maxAge)
 	waitFor(t, 10*time.Second, "route index loaded", func() bool { return e.f.Index().Loaded() })
 	return e
 }
