@@ -71,65 +71,16 @@ func rec(name, typ string, ttl uint32, data string) record.Record {
 // address and the server.
 func toolsServe(t *testing.T, st *store.Store, notify []string, keys ...string) (string, *dnsserver.Server) {
 	t.Helper()
-	var pc net.PacketConn
-	var l net.Listener
-	for attempt := 0; ; attempt++ {
-		var err error
-		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		if l, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
-			break
-		}
-		pc.Close()
-		if attempt == 10 {
-			t.Fatalf("no port free for both UDP and TCP: %v", err)
-		}
+	known := map[string]string{}
+	for _, k := range keys {
+		known[dns.Fqdn(k)] = ""
 	}
-	srv := dnsserver.New(st, dnsserver.Config{
+	p := protoStart(t, st, known, dnsserver.Config{
 		MXHosts: []string{"mx1.fwd.test", "mx2.fwd.test"},
 		Notify:  notify,
 		Updater: update.New(st),
 	})
-	if err := srv.Serve(context.Background(), []net.PacketConn{pc}, l); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	toolsPoll(t, 10*time.Second, "index loaded with keys", func() error {
-		if !srv.Index().Loaded() {
-			return errors.New("not loaded")
-		}
-		for _, k := range keys {
-			if _, ok := srv.Index().Key(dns.Fqdn(k)); !ok {
-				return fmt.Errorf("key %s not known", k)
-			}
-		}
-		return nil
-	})
-	return pc.LocalAddr().String(), srv
-}
-
-// toolsPoll calls f until it returns nil, failing the test with f's last
-// error at the deadline.
-func toolsPoll(t *testing.T, d time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, d, err)
-		}
-		time.Sleep(20 * time.Millisecond) // poll with a deadline
-	}
+	return p.addr, p.Server
 }
 
 // toolPath finds a tool on PATH or in the sbin directories, or fails.
@@ -426,7 +377,7 @@ zone:
 		}
 	})
 	// Wait until it answers at all (SERVFAIL while the zone is not loaded).
-	toolsPoll(t, 10*time.Second, "knotd answering", func() error {
+	protoPoll(t, 10*time.Second, "knotd answering", func() error {
 		select {
 		case <-exited:
 			return fmt.Errorf("knotd exited: %v", cmd.ProcessState)
@@ -502,7 +453,7 @@ func TestToolsKnotSecondary(t *testing.T) {
 	// Knot bootstraps the zone from us: AXFR (or IXFR answered in full)
 	// signed with xfr-key; our server allows no unsigned transfer
 	// (Config.AllowTransfer is empty), so a transfer is a signed one.
-	toolsPoll(t, 10*time.Second, "knot has our serial", func() error {
+	protoPoll(t, 10*time.Second, "knot has our serial", func() error {
 		s, err := soaSerial(k.addr, "example.com")
 		if err == nil && s != zd.Serial {
 			err = fmt.Errorf("knot serial %d, ours %d", s, zd.Serial)
@@ -547,7 +498,7 @@ func TestToolsKnotSecondary(t *testing.T) {
 		t.Fatalf("serial not bumped: %d", zd2.Serial)
 	}
 	start := time.Now()
-	toolsPoll(t, 10*time.Second, "knot serves the new serial", func() error {
+	protoPoll(t, 10*time.Second, "knot serves the new serial", func() error {
 		s, err := soaSerial(k.addr, "example.com")
 		if err == nil && s != zd2.Serial {
 			err = fmt.Errorf("knot serial %d, ours %d", s, zd2.Serial)
@@ -653,7 +604,7 @@ func TestToolsNsupdate(t *testing.T) {
 	// dnsTXT polls our server until the TXT answer at the owner is want.
 	dnsTXT := func(want []string) {
 		t.Helper()
-		toolsPoll(t, 5*time.Second, "TXT answer "+strings.Join(want, ","), func() error {
+		protoPoll(t, 5*time.Second, "TXT answer "+strings.Join(want, ","), func() error {
 			r, err := exchange(addr, owner+".example.com", dns.TypeTXT)
 			if err != nil {
 				return err
