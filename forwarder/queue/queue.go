@@ -61,8 +61,9 @@ type Config struct {
 	MaxAge       time.Duration
 	DelayWarning time.Duration
 	// MaxDeliveries bounds concurrent deliveries (default 20);
-	// MaxPerTarget bounds them per host:port (default 4), MaxPerZone per
-	// zone (default 4: a home server gets a few connections, not a flood).
+	// MaxPerTarget bounds them per host:port and MaxPerZone per zone
+	// (default 10 each: half of Postfix's default destination concurrency;
+	// a home server gets a few connections, not a flood).
 	MaxDeliveries int
 	MaxPerTarget  int
 	MaxPerZone    int
@@ -116,10 +117,10 @@ func New(cfg Config) *Queue {
 		cfg.MaxDeliveries = 20
 	}
 	if cfg.MaxPerTarget <= 0 {
-		cfg.MaxPerTarget = 4
+		cfg.MaxPerTarget = 10
 	}
 	if cfg.MaxPerZone <= 0 {
-		cfg.MaxPerZone = 4
+		cfg.MaxPerZone = 10
 	}
 	if cfg.AttemptTimeout <= 0 {
 		cfg.AttemptTimeout = 10 * time.Minute
