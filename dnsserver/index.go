@@ -3,34 +3,32 @@ package dnsserver
 import (
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/miekg/dns"
 
 	"github.com/mxport/mxport/dnsserver/zone"
 	"github.com/mxport/mxport/store"
+	"github.com/mxport/mxport/store/cow"
 )
 
-// Index is the live set of zones the server answers from: an immutable map
-// behind an atomic pointer, swapped whole on every change, so queries never
-// lock and never touch Redis. It implements store.KeyFollower; store.Follow
-// keeps it current.
+// Index is the live set of zones the server answers from, in a
+// copy-on-write map (store/cow): queries never lock and never touch Redis,
+// and a change to one zone copies one shard, not every zone. It implements
+// store.KeyFollower; store.Follow keeps it current.
 type Index struct {
 	opts    zone.Options
-	zones   atomic.Pointer[map[string]*zone.Zone] // FQDN -> zone
+	zones   *cow.Map[*zone.Zone] // FQDN -> zone
 	keys    atomic.Pointer[map[string]store.TSIGKey]
 	loaded  atomic.Bool
-	mu      sync.Mutex // serialises writers (Follow calls from one goroutine, tests may not)
 	changed func(z *zone.Zone)
 }
 
 // NewIndex returns an empty index. changed, when not nil, is called after
-// a zone was added or changed (not at full loads), for NOTIFY.
+// a zone was added or changed (and, after a reload, for every zone whose
+// serial moved), for NOTIFY.
 func NewIndex(o zone.Options, changed func(z *zone.Zone)) *Index {
-	ix := &Index{opts: o, changed: changed}
-	empty := map[string]*zone.Zone{}
-	ix.zones.Store(&empty)
+	ix := &Index{opts: o, zones: cow.New[*zone.Zone](), changed: changed}
 	noKeys := map[string]store.TSIGKey{}
 	ix.keys.Store(&noKeys)
 	return ix
@@ -39,33 +37,36 @@ func NewIndex(o zone.Options, changed func(z *zone.Zone)) *Index {
 // Loaded reports whether a first snapshot has been loaded (readiness).
 func (ix *Index) Loaded() bool { return ix.loaded.Load() }
 
-// Load implements store.Follower: it replaces every zone.
+// Load implements store.Follower: it replaces every zone. A zone that does
+// not build keeps its previous version.
 func (ix *Index) Load(zds []store.ZoneData) {
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	old := *ix.zones.Load()
 	m := make(map[string]*zone.Zone, len(zds))
 	for _, zd := range zds {
 		z, err := zone.Build(zd, ix.opts)
 		if err != nil {
 			slog.Error("zone build failed", "zone", zd.Name, "err", err)
-			if prev := old[dns.Fqdn(zd.Name)]; prev != nil {
+			if prev, ok := ix.zones.Get(dns.Fqdn(zd.Name)); ok {
 				m[prev.Name()] = prev
 			}
 			continue
 		}
 		m[z.Name()] = z
 	}
-	ix.zones.Store(&m)
-	first := !ix.loaded.Swap(true)
-	// A reload after a reconnect announces what changed meanwhile; the
-	// first load announces nothing (secondaries poll at their refresh).
-	if ix.changed != nil && !first {
+	var moved []*zone.Zone
+	if ix.changed != nil && ix.loaded.Load() {
+		// A reload after a reconnect announces what changed meanwhile;
+		// the first load announces nothing (secondaries poll at their
+		// refresh).
 		for name, z := range m {
-			if prev := old[name]; prev == nil || prev.Serial() != z.Serial() {
-				ix.changed(z)
+			if prev, ok := ix.zones.Get(name); !ok || prev.Serial() != z.Serial() {
+				moved = append(moved, z)
 			}
 		}
+	}
+	ix.zones.Replace(m)
+	ix.loaded.Store(true)
+	for _, z := range moved {
+		ix.changed(z)
 	}
 }
 
@@ -76,37 +77,14 @@ func (ix *Index) Update(zd store.ZoneData) {
 		slog.Error("zone build failed", "zone", zd.Name, "err", err)
 		return
 	}
-	ix.mu.Lock()
-	old := *ix.zones.Load()
-	m := make(map[string]*zone.Zone, len(old)+1)
-	for k, v := range old {
-		m[k] = v
-	}
-	m[z.Name()] = z
-	ix.zones.Store(&m)
-	ix.mu.Unlock()
+	ix.zones.Set(z.Name(), z)
 	if ix.changed != nil {
 		ix.changed(z)
 	}
 }
 
 // Delete implements store.Follower: it removes one zone.
-func (ix *Index) Delete(name string) {
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	old := *ix.zones.Load()
-	fq := dns.Fqdn(name)
-	if _, ok := old[fq]; !ok {
-		return
-	}
-	m := make(map[string]*zone.Zone, len(old))
-	for k, v := range old {
-		if k != fq {
-			m[k] = v
-		}
-	}
-	ix.zones.Store(&m)
-}
+func (ix *Index) Delete(name string) { ix.zones.Delete(dns.Fqdn(name)) }
 
 // Keys implements store.KeyFollower: it replaces the TSIG keys.
 func (ix *Index) Keys(keys []store.TSIGKey) {
@@ -126,13 +104,12 @@ func (ix *Index) Key(name string) (store.TSIGKey, bool) {
 // Find returns the zone that holds qname: the hosted zone with the longest
 // matching suffix, or nil.
 func (ix *Index) Find(qname string) *zone.Zone {
-	zones := *ix.zones.Load()
 	name := qname
 	if hasUpper(name) {
 		name = strings.ToLower(name)
 	}
 	for off, end := 0, false; !end; off, end = dns.NextLabel(name, off) {
-		if z := zones[name[off:]]; z != nil {
+		if z, ok := ix.zones.Get(name[off:]); ok {
 			return z
 		}
 	}
@@ -141,11 +118,12 @@ func (ix *Index) Find(qname string) *zone.Zone {
 
 // Zone returns the zone named exactly name (FQDN), or nil.
 func (ix *Index) Zone(name string) *zone.Zone {
-	return (*ix.zones.Load())[strings.ToLower(dns.Fqdn(name))]
+	z, _ := ix.zones.Get(strings.ToLower(dns.Fqdn(name)))
+	return z
 }
 
 // Len returns the number of zones.
-func (ix *Index) Len() int { return len(*ix.zones.Load()) }
+func (ix *Index) Len() int { return ix.zones.Len() }
 
 func hasUpper(s string) bool {
 	for i := 0; i < len(s); i++ {

@@ -10,7 +10,6 @@
 package route
 
 import (
-	"hash/maphash"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"sync/atomic"
 
 	"github.com/mxport/mxport/store"
+	"github.com/mxport/mxport/store/cow"
 	"github.com/mxport/mxport/store/record"
 )
 
@@ -49,19 +49,14 @@ func (d Decision) String() string {
 	return "invalid"
 }
 
-// nshards splits the zone map so that one zone's update copies a shard,
-// not every zone.
-const nshards = 64
-
 // Index is a store.Follower: the zones, their routes, and the A/AAAA (and
 // CNAME and MX) records of hosted names. It is safe for concurrent use:
-// readers never lock; each shard of the zone map is immutable and swapped
-// whole behind an atomic pointer, as in dnsserver's index.
+// readers never lock; zones live in a copy-on-write map (store/cow), as in
+// dnsserver's index.
 type Index struct {
-	seed   maphash.Seed
-	shards [nshards]atomic.Pointer[map[string]*entry] // canonical zone name -> entry
+	zones  *cow.Map[*entry] // canonical zone name -> entry
 	loaded atomic.Bool
-	mu     sync.Mutex // serialises writers (Follow calls from one goroutine; tests may not)
+	mu     sync.Mutex // serialises Load's compare-and-replace with other writers
 
 	wmu     sync.Mutex
 	waiters map[string]chan struct{} // zone -> closed at its next change
@@ -86,21 +81,13 @@ type node struct {
 // NewIndex returns an empty index that has not loaded (Lookup answers
 // Unknown until the first Load).
 func NewIndex() *Index {
-	ix := &Index{seed: maphash.MakeSeed(), waiters: map[string]chan struct{}{}}
-	for i := range ix.shards {
-		m := map[string]*entry{}
-		ix.shards[i].Store(&m)
-	}
-	return ix
-}
-
-func (ix *Index) shard(zone string) *atomic.Pointer[map[string]*entry] {
-	return &ix.shards[maphash.String(ix.seed, zone)%nshards]
+	return &Index{zones: cow.New[*entry](), waiters: map[string]chan struct{}{}}
 }
 
 // get returns the entry of a canonical zone name, or nil.
 func (ix *Index) get(zone string) *entry {
-	return (*ix.shard(zone).Load())[zone]
+	e, _ := ix.zones.Get(zone)
+	return e
 }
 
 // Loaded reports whether a first snapshot has been loaded (readiness).
@@ -109,31 +96,25 @@ func (ix *Index) Loaded() bool { return ix.loaded.Load() }
 // Load implements store.Follower: it replaces every zone. Waiters of zones
 // that changed or went away are woken.
 func (ix *Index) Load(zds []store.ZoneData) {
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	var ms [nshards]map[string]*entry
-	for i := range ms {
-		ms[i] = map[string]*entry{}
-	}
+	m := make(map[string]*entry, len(zds))
 	for _, zd := range zds {
 		e := build(zd)
-		ms[maphash.String(ix.seed, e.name)%nshards][e.name] = e
+		m[e.name] = e
 	}
+	ix.mu.Lock()
 	var changed []string
-	for i := range ix.shards {
-		old := *ix.shards[i].Load()
-		for name, o := range old {
-			if n := ms[i][name]; n == nil || n.gen != o.gen || n.version != o.version {
-				changed = append(changed, name)
-			}
+	ix.zones.Range(func(name string, o *entry) {
+		if n := m[name]; n == nil || n.gen != o.gen || n.version != o.version {
+			changed = append(changed, name)
 		}
-		for name := range ms[i] {
-			if old[name] == nil {
-				changed = append(changed, name)
-			}
+	})
+	for name := range m {
+		if ix.get(name) == nil {
+			changed = append(changed, name)
 		}
-		ix.shards[i].Store(&ms[i])
 	}
+	ix.zones.Replace(m)
+	ix.mu.Unlock()
 	ix.loaded.Store(true)
 	ix.wake(changed...)
 }
@@ -142,14 +123,7 @@ func (ix *Index) Load(zds []store.ZoneData) {
 func (ix *Index) Update(zd store.ZoneData) {
 	e := build(zd)
 	ix.mu.Lock()
-	sh := ix.shard(e.name)
-	old := *sh.Load()
-	m := make(map[string]*entry, len(old)+1)
-	for k, v := range old {
-		m[k] = v
-	}
-	m[e.name] = e
-	sh.Store(&m)
+	ix.zones.Set(e.name, e)
 	ix.mu.Unlock()
 	ix.wake(e.name)
 }
@@ -158,21 +132,11 @@ func (ix *Index) Update(zd store.ZoneData) {
 func (ix *Index) Delete(zone string) {
 	name := canonical(zone)
 	ix.mu.Lock()
-	sh := ix.shard(name)
-	old := *sh.Load()
-	if _, ok := old[name]; !ok {
-		ix.mu.Unlock()
-		return
-	}
-	m := make(map[string]*entry, len(old))
-	for k, v := range old {
-		if k != name {
-			m[k] = v
-		}
-	}
-	sh.Store(&m)
+	gone := ix.zones.Delete(name)
 	ix.mu.Unlock()
-	ix.wake(name)
+	if gone {
+		ix.wake(name)
+	}
 }
 
 // Changed returns a channel that is closed at the next change of zone's
