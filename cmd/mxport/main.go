@@ -116,7 +116,9 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 	case "zone create":
 		return c.zoneCreate(ctx, rest)
 	case "zone delete":
-		return c.zoneDelete(ctx, rest)
+		return simple(ctx, "zone delete", rest, []string{"NAME"}, func(s *store.Store, a []string) error {
+			return s.DeleteZone(ctx, a[0])
+		})
 	case "zone list":
 		return c.zoneList(ctx, rest)
 	case "zone import":
@@ -128,19 +130,25 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 	case "record list":
 		return c.recordList(ctx, rest)
 	case "record remove":
-		return c.recordRemove(ctx, rest)
+		return simple(ctx, "record remove", rest, []string{"ZONE", "ID"}, func(s *store.Store, a []string) error {
+			return s.RemoveRecord(ctx, a[0], a[1])
+		})
 	case "tsig create":
 		return c.tsigCreate(ctx, rest)
 	case "tsig list":
 		return c.tsigList(ctx, rest)
 	case "tsig delete":
-		return c.tsigDelete(ctx, rest)
+		return simple(ctx, "tsig delete", rest, []string{"NAME"}, func(s *store.Store, a []string) error {
+			return s.DeleteTSIGKey(ctx, a[0])
+		})
 	case "queue list":
 		return c.queueList(ctx, rest)
 	case "queue flush":
 		return c.queueFlush(ctx, rest)
 	case "queue remove":
-		return c.queueRemove(ctx, rest)
+		return simple(ctx, "queue remove", rest, []string{"ID"}, func(s *store.Store, a []string) error {
+			return s.PublishControl(ctx, store.Control{Kind: "remove", ID: a[0]})
+		})
 	}
 	return usagef("unknown command %q", cmd+" "+sub)
 }
@@ -190,6 +198,16 @@ func (cmd *command) with(ctx context.Context, f func(*store.Store) error) error 
 	}
 	defer s.Close()
 	return f(s)
+}
+
+// simple runs a command that takes only positional arguments (names) and
+// acts on the store.
+func simple(ctx context.Context, name string, args, names []string, f func(s *store.Store, a []string) error) error {
+	cmd := newCommand(name)
+	if err := cmd.parse(args, names...); err != nil {
+		return err
+	}
+	return cmd.with(ctx, func(s *store.Store) error { return f(s, cmd.args) })
 }
 
 // defaultAccount is the account a command acts for when --account is not
@@ -335,16 +353,6 @@ func ensureOwner(ctx context.Context, s *store.Store, account string, role store
 	return err
 }
 
-func (c *cli) zoneDelete(ctx context.Context, args []string) error {
-	cmd := newCommand("zone delete")
-	if err := cmd.parse(args, "NAME"); err != nil {
-		return err
-	}
-	return cmd.with(ctx, func(s *store.Store) error {
-		return s.DeleteZone(ctx, cmd.args[0])
-	})
-}
-
 func (c *cli) zoneList(ctx context.Context, args []string) error {
 	cmd := newCommand("zone list")
 	account := cmd.fs.String("account", "", "list only this account's zones")
@@ -458,16 +466,6 @@ func (c *cli) recordList(ctx context.Context, args []string) error {
 	})
 }
 
-func (c *cli) recordRemove(ctx context.Context, args []string) error {
-	cmd := newCommand("record remove")
-	if err := cmd.parse(args, "ZONE", "ID"); err != nil {
-		return err
-	}
-	return cmd.with(ctx, func(s *store.Store) error {
-		return s.RemoveRecord(ctx, cmd.args[0], cmd.args[1])
-	})
-}
-
 // listFlag is a repeatable flag that also splits on commas.
 type listFlag []string
 
@@ -519,16 +517,6 @@ func (c *cli) tsigList(ctx context.Context, args []string) error {
 	})
 }
 
-func (c *cli) tsigDelete(ctx context.Context, args []string) error {
-	cmd := newCommand("tsig delete")
-	if err := cmd.parse(args, "NAME"); err != nil {
-		return err
-	}
-	return cmd.with(ctx, func(s *store.Store) error {
-		return s.DeleteTSIGKey(ctx, cmd.args[0])
-	})
-}
-
 func (c *cli) queueList(ctx context.Context, args []string) error {
 	cmd := newCommand("queue list")
 	if err := cmd.parse(args); err != nil {
@@ -574,15 +562,5 @@ func (c *cli) queueFlush(ctx context.Context, args []string) error {
 	}
 	return cmd.with(ctx, func(s *store.Store) error {
 		return s.PublishControl(ctx, store.Control{Kind: "flush", Zone: zone})
-	})
-}
-
-func (c *cli) queueRemove(ctx context.Context, args []string) error {
-	cmd := newCommand("queue remove")
-	if err := cmd.parse(args, "ID"); err != nil {
-		return err
-	}
-	return cmd.with(ctx, func(s *store.Store) error {
-		return s.PublishControl(ctx, store.Control{Kind: "remove", ID: cmd.args[0]})
 	})
 }
