@@ -170,8 +170,9 @@ func (q *Queue) add(m *spool.Meta) {
 	q.items[m.ID] = it
 	heap.Push(&q.due, it)
 	q.cfg.Metrics.setSize(len(q.items))
-	q.mu.Unlock()
+	// Under q.mu: once it is unlocked a delivery may start and change m.
 	q.mirror(m)
+	q.mu.Unlock()
 	q.wake()
 }
 
