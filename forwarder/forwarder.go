@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/netutil"
 
+	"github.com/mxport/mxport/forwarder/batch"
 	"github.com/mxport/mxport/forwarder/courier"
 	"github.com/mxport/mxport/forwarder/queue"
 	"github.com/mxport/mxport/forwarder/route"
@@ -94,10 +95,10 @@ func (f *Forwarder) Serve(ctx context.Context, l net.Listener) error {
 	}
 	res := route.NewResolver(f.ix, route.ResolverConfig{Server: f.cfg.Resolver, Own: f.cfg.MXHosts,
 		OwnAddrs: ownAddrs(l.Addr()), OwnPort: l.Addr().(*net.TCPAddr).Port, Timeout: 5 * time.Second})
-	events := make(chan zoneEvent, 10000)
+	events := make(chan store.ZoneDelivery, 10000)
 	logEvent := func(zone string, d store.Delivery) {
 		select { // never hold an SMTP reply or a delivery for Redis
-		case events <- zoneEvent{zone, d}:
+		case events <- store.ZoneDelivery{Zone: zone, Delivery: d}:
 		default:
 			slog.Warn("delivery log full, event dropped", "zone", zone, "id", d.ID, "event", d.Event)
 		}
@@ -144,37 +145,17 @@ func (f *Forwarder) Serve(ctx context.Context, l net.Listener) error {
 // maxSessions bounds concurrent inbound SMTP sessions.
 const maxSessions = 1000
 
-type zoneEvent struct {
-	zone string
-	d    store.Delivery
-}
-
-// writeLog writes delivery events to the store's log, one at a time, off
-// the SMTP and delivery paths; what is pending when ctx ends is written
-// with a short deadline.
-func (f *Forwarder) writeLog(ctx context.Context, events <-chan zoneEvent) {
-	write := func(e zoneEvent) {
+// writeLog writes delivery events to the store's log, in batches, off the
+// SMTP and delivery paths; what is pending when ctx ends is written with a
+// short deadline.
+func (f *Forwarder) writeLog(ctx context.Context, events <-chan store.ZoneDelivery) {
+	batch.Drain(ctx, events, 256, func(evs []store.ZoneDelivery) {
 		lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		if err := f.st.LogDelivery(lctx, e.zone, e.d); err != nil {
-			slog.Warn("delivery log failed", "zone", e.zone, "id", e.d.ID, "err", err)
+		if err := f.st.LogDeliveries(lctx, evs); err != nil {
+			slog.Warn("delivery log failed", "events", len(evs), "err", err)
 		}
-	}
-	for {
-		select {
-		case e := <-events:
-			write(e)
-		case <-ctx.Done():
-			for {
-				select {
-				case e := <-events:
-					write(e)
-				default:
-					return
-				}
-			}
-		}
-	}
+	})
 }
 
 // etrn flushes a forwarded zone's queue on every node (RFC 1985): here at

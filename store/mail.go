@@ -32,24 +32,60 @@ type Delivery struct {
 // LogDelivery appends an event to zone's delivery log, which keeps the
 // newest MaxDeliveries.
 func (s *Store) LogDelivery(ctx context.Context, zone string, d Delivery) error {
-	zn, err := record.ZoneName(zone)
-	if err != nil {
-		return fmt.Errorf("log delivery: zone %q: %w", zone, ErrNotFound)
+	return s.LogDeliveries(ctx, []ZoneDelivery{{Zone: zone, Delivery: d}})
+}
+
+// ZoneDelivery is one event of a zone's delivery log, for LogDeliveries.
+type ZoneDelivery struct {
+	Zone string
+	Delivery
+}
+
+// LogDeliveries appends events to their zones' delivery logs in one round
+// trip, in order; each log keeps its newest MaxDeliveries. An event for a
+// zone name that is not valid makes the whole call fail with ErrNotFound
+// before anything is written.
+func (s *Store) LogDeliveries(ctx context.Context, events []ZoneDelivery) error {
+	type zoneLog struct {
+		key  string
+		vals []any
 	}
-	if d.Time.IsZero() {
-		d.Time = s.opts.Now().UTC()
+	var logs []*zoneLog
+	byZone := make(map[string]*zoneLog)
+	for _, e := range events {
+		zn, err := record.ZoneName(e.Zone)
+		if err != nil {
+			return fmt.Errorf("log delivery: zone %q: %w", e.Zone, ErrNotFound)
+		}
+		if e.Time.IsZero() {
+			e.Time = s.opts.Now().UTC()
+		}
+		buf, err := json.Marshal(e.Delivery)
+		if err != nil {
+			return fmt.Errorf("log delivery %s: %w", zn, err)
+		}
+		l := byZone[zn]
+		if l == nil {
+			l = &zoneLog{key: keyDeliveries(zn)}
+			byZone[zn] = l
+			logs = append(logs, l)
+		}
+		l.vals = append(l.vals, buf)
 	}
-	buf, err := json.Marshal(d)
-	if err != nil {
-		return err
+	if len(logs) == 0 {
+		return nil
 	}
-	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.LPush(ctx, keyDeliveries(zn), buf)
-		p.LTrim(ctx, keyDeliveries(zn), 0, MaxDeliveries-1)
+	// Not a transaction: the keys of several zones may live on several
+	// Cluster nodes. Each zone's push comes before its trim.
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, l := range logs {
+			p.LPush(ctx, l.key, l.vals...)
+			p.LTrim(ctx, l.key, 0, MaxDeliveries-1)
+		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("log delivery %s: %w", zn, unavailable(err))
+		return fmt.Errorf("log %d deliveries: %w", len(events), unavailable(err))
 	}
 	return nil
 }
@@ -159,17 +195,42 @@ func keyQueue(zone string) string { return "mx:q:{" + zone + "}" } // hash: id -
 // MirrorQueued records (or updates) a queued message in the queue mirror.
 // The mirror is a view for the panel and CLI; the spool on disk decides.
 func (s *Store) MirrorQueued(ctx context.Context, it QueueItem) error {
-	buf, _ := json.Marshal(it)
-	if err := s.rdb.HSet(ctx, keyQueue(it.Zone), it.ID, buf).Err(); err != nil {
-		return fmt.Errorf("mirror queued %s: %w", it.ID, unavailable(err))
-	}
-	return nil
+	return s.Mirror(ctx, []MirrorOp{{Item: it}})
 }
 
 // MirrorGone removes a message from the queue mirror.
 func (s *Store) MirrorGone(ctx context.Context, zone, id string) error {
-	if err := s.rdb.HDel(ctx, keyQueue(zone), id).Err(); err != nil {
-		return fmt.Errorf("mirror gone %s: %w", id, unavailable(err))
+	return s.Mirror(ctx, []MirrorOp{{Item: QueueItem{ID: id, Zone: zone}, Gone: true}})
+}
+
+// MirrorOp is one change of the queue mirror: Item queued or updated, or
+// (Gone) the message Item.ID of Item.Zone removed.
+type MirrorOp struct {
+	Item QueueItem
+	Gone bool
+}
+
+// Mirror applies changes to the queue mirror in one round trip, in order.
+func (s *Store) Mirror(ctx context.Context, ops []MirrorOp) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, op := range ops {
+			if op.Gone {
+				p.HDel(ctx, keyQueue(op.Item.Zone), op.Item.ID)
+				continue
+			}
+			buf, err := json.Marshal(op.Item)
+			if err != nil {
+				return err
+			}
+			p.HSet(ctx, keyQueue(op.Item.Zone), op.Item.ID, buf)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mirror %d queue changes: %w", len(ops), unavailable(err))
 	}
 	return nil
 }

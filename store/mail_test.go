@@ -102,3 +102,63 @@ func TestQueueMirror(t *testing.T) {
 		t.Fatalf("queue mirror: %+v", q)
 	}
 }
+
+// TestBatchedWrites: one LogDeliveries call spanning zones keeps each
+// zone's order; a bad zone name refuses the whole batch; one Mirror call
+// applies its changes in order (queued, updated, gone, queued again).
+func TestBatchedWrites(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	mustZone(t, s, "b1.test")
+	mustZone(t, s, "b2.test")
+	var evs []store.ZoneDelivery
+	for i := range 6 {
+		evs = append(evs, store.ZoneDelivery{Zone: []string{"b1.test", "b2.test"}[i%2], Delivery: store.Delivery{ID: fmt.Sprint(i), Event: "delivered"}})
+	}
+	if err := s.LogDeliveries(bg, evs); err != nil {
+		t.Fatal(err)
+	}
+	for zone, want := range map[string][]string{"b1.test": {"4", "2", "0"}, "b2.test": {"5", "3", "1"}} {
+		ds, err := s.Deliveries(bg, zone, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, d := range ds {
+			got = append(got, d.ID)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s log newest first: %v, want %v", zone, got, want)
+		}
+	}
+	bad := []store.ZoneDelivery{{Zone: "b1.test", Delivery: store.Delivery{ID: "x"}}, {Zone: "bad..zone", Delivery: store.Delivery{ID: "y"}}}
+	if err := s.LogDeliveries(bg, bad); err == nil {
+		t.Fatal("a batch with a bad zone name was accepted")
+	}
+	if ds, _ := s.Deliveries(bg, "b1.test", 0); len(ds) != 3 {
+		t.Fatalf("a refused batch wrote: %d events", len(ds))
+	}
+
+	ops := []store.MirrorOp{
+		{Item: store.QueueItem{ID: "m1", Zone: "b1.test", Attempts: 1}},
+		{Item: store.QueueItem{ID: "m2", Zone: "b2.test"}},
+		{Item: store.QueueItem{ID: "m1", Zone: "b1.test", Attempts: 2}},
+		{Item: store.QueueItem{ID: "m2", Zone: "b2.test"}, Gone: true},
+		{Item: store.QueueItem{ID: "m3", Zone: "b2.test"}, Gone: true},
+		{Item: store.QueueItem{ID: "m3", Zone: "b2.test", Attempts: 3}},
+	}
+	if err := s.Mirror(bg, ops); err != nil {
+		t.Fatal(err)
+	}
+	q1, err := s.Queued(bg, "b1.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q2, err := s.Queued(bg, "b2.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(q1) != 1 || q1[0].Attempts != 2 || len(q2) != 1 || q2[0].ID != "m3" || q2[0].Attempts != 3 {
+		t.Fatalf("mirror after the batch: %+v %+v", q1, q2)
+	}
+}

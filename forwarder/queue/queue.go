@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mxport/mxport/forwarder/batch"
 	"github.com/mxport/mxport/forwarder/courier"
 	"github.com/mxport/mxport/forwarder/dsn"
 	"github.com/mxport/mxport/forwarder/route"
@@ -43,8 +44,7 @@ type Courier func(ctx context.Context, host, addr string, env courier.Envelope, 
 
 // Mirror is the store's queue view (store.Store satisfies it).
 type Mirror interface {
-	MirrorQueued(ctx context.Context, it store.QueueItem) error
-	MirrorGone(ctx context.Context, zone, id string) error
+	Mirror(ctx context.Context, ops []store.MirrorOp) error
 }
 
 // Config configures a Queue.
@@ -90,7 +90,7 @@ type Queue struct {
 	running int
 	perDest map[string]chan struct{} // delivery slots per host:port
 	kick    chan struct{}
-	mirrors chan mirrorOp // to the one mirror writer, in order
+	mirrors chan store.MirrorOp // to the one mirror writer, in order
 	wg      sync.WaitGroup
 }
 
@@ -129,7 +129,7 @@ func New(cfg Config) *Queue {
 		cfg.Now = time.Now
 	}
 	return &Queue{cfg: cfg, items: map[string]*item{}, busy: map[string]int{}, parked: map[string][]*item{},
-		perDest: map[string]chan struct{}{}, mirrors: make(chan mirrorOp, 10000), kick: make(chan struct{}, 1)}
+		perDest: map[string]chan struct{}{}, mirrors: make(chan store.MirrorOp, 10000), kick: make(chan struct{}, 1)}
 }
 
 // Load rebuilds the queue from the spool (spool.Scan). Messages due
@@ -354,61 +354,33 @@ func (q *Queue) drop(m *spool.Meta) error {
 		slog.Error("spool remove failed", "id", m.ID, "err", err)
 		return err
 	}
-	q.toMirror(mirrorOp{gone: true, zone: m.Zone, id: m.ID})
+	q.toMirror(store.MirrorOp{Item: store.QueueItem{ID: m.ID, Zone: m.Zone}, Gone: true})
 	return nil
-}
-
-// mirrorOp is one queue-mirror write: a message queued or updated, or gone.
-type mirrorOp struct {
-	gone     bool
-	zone, id string
-	item     store.QueueItem
 }
 
 // toMirror hands a write to the mirror writer without waiting: the mirror
 // is a view, and Redis must never hold up a 250 or a delivery.
-func (q *Queue) toMirror(op mirrorOp) {
+func (q *Queue) toMirror(op store.MirrorOp) {
 	if q.cfg.Mirror == nil {
 		return
 	}
 	select {
 	case q.mirrors <- op:
 	default:
-		slog.Warn("queue mirror behind, update dropped", "id", op.id)
+		slog.Warn("queue mirror behind, update dropped", "id", op.Item.ID)
 	}
 }
 
-// writeMirror applies mirror writes in order until ctx ends, then what is
-// left with a short deadline each.
+// writeMirror applies mirror writes in order, in batches, until ctx ends,
+// then what is left with a short deadline.
 func (q *Queue) writeMirror(ctx context.Context) {
-	write := func(op mirrorOp) {
+	batch.Drain(ctx, q.mirrors, 256, func(ops []store.MirrorOp) {
 		wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		var err error
-		if op.gone {
-			err = q.cfg.Mirror.MirrorGone(wctx, op.zone, op.id)
-		} else {
-			err = q.cfg.Mirror.MirrorQueued(wctx, op.item)
+		if err := q.cfg.Mirror.Mirror(wctx, ops); err != nil {
+			slog.Warn("queue mirror failed", "changes", len(ops), "err", err)
 		}
-		if err != nil {
-			slog.Warn("queue mirror failed", "id", op.id, "err", err)
-		}
-	}
-	for {
-		select {
-		case op := <-q.mirrors:
-			write(op)
-		case <-ctx.Done():
-			for {
-				select {
-				case op := <-q.mirrors:
-					write(op)
-				default:
-					return
-				}
-			}
-		}
-	}
+	})
 }
 
 func (q *Queue) mirror(m *spool.Meta) {
@@ -423,7 +395,7 @@ func (q *Queue) mirror(m *spool.Meta) {
 	}
 	it := store.QueueItem{ID: m.ID, Node: q.cfg.Hostname, Zone: m.Zone, From: m.From, Rcpts: rcpts, Size: m.Size,
 		Arrived: m.Arrived, Attempts: m.Attempts, NextAttempt: m.NextAttempt, LastReply: m.LastReply}
-	q.toMirror(mirrorOp{zone: m.Zone, id: m.ID, item: it})
+	q.toMirror(store.MirrorOp{Item: it})
 }
 
 func (q *Queue) log(m *spool.Meta, d store.Delivery) {
@@ -448,14 +420,18 @@ func (q *Queue) retryDelay(n int) time.Duration {
 // recipient delivered or failed) and gone from the spool.
 func (q *Queue) attempt(ctx context.Context, m *spool.Meta) bool {
 	now := q.cfg.Now()
-	// Save the attempt before dialing, so a crash mid-attempt cannot
-	// cause a retry storm (mox).
+	// Save a retry before dialing, so a crash mid-attempt cannot cause a
+	// retry storm (mox). A first attempt is not saved: after a crash it is
+	// made again at start, which is when it was due anyway, and the
+	// common case (delivered at once) costs no spool write.
 	m.Attempts++
 	m.NextAttempt = now.Add(q.retryDelay(m.Attempts))
-	if err := q.cfg.Spool.Update(m); err != nil {
-		slog.Error("spool update failed", "id", m.ID, "err", err)
-		m.NextAttempt = now.Add(q.cfg.Retry[0])
-		return false
+	if m.Attempts > 1 {
+		if err := q.cfg.Spool.Update(m); err != nil {
+			slog.Error("spool update failed", "id", m.ID, "err", err)
+			m.NextAttempt = now.Add(q.cfg.Retry[0])
+			return false
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, q.cfg.AttemptTimeout)
 	defer cancel()
