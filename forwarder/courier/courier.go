@@ -1,6 +1,8 @@
 // Package courier makes one delivery attempt of one message to one target
 // host:port over SMTP (go-smtp client), with opportunistic STARTTLS, and
-// reports a result per recipient. It knows no queue, disk or Redis.
+// reports a result per recipient. It knows no queue, disk or Redis. Deliver
+// uses a new session each time; a Pool keeps sessions open between messages
+// to a busy target.
 //
 // Outcomes follow RFC 5321 and STYLE.md section 6: only a remote 5xx reply is
 // permanent (552 at RCPT counts as 452, RFC 5321 4.5.3.1.10); network, TLS and
@@ -18,6 +20,7 @@ import (
 	"net"
 	"net/textproto"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -97,34 +100,72 @@ type Config struct {
 // the unfinished recipients temporary. Deliver is safe for concurrent use.
 func Deliver(ctx context.Context, cfg Config, host, addr string, env Envelope, body io.Reader) ([]Result, error) {
 	if len(env.Rcpts) == 0 {
-		return nil, errors.New("courier: no recipients")
+		return nil, errNoRcpts
 	}
+	a := newAttempt(ctx, cfg.withDefaults(), host, addr, env, nil)
+	s, err := a.open()
+	if err != nil {
+		return a.failAll(err)
+	}
+	defer s.raw.Close()
+	stop := context.AfterFunc(ctx, func() { s.raw.Close() })
+	defer stop()
+	res, end, err := a.transaction(s.c, body)
+	if end.answers() {
+		s.c.Quit() // the outcome is known; a failed QUIT changes nothing
+	}
+	return res, err
+}
+
+var errNoRcpts = errors.New("courier: no recipients")
+
+// withDefaults fills in the zero fields.
+func (cfg Config) withDefaults() Config {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.Hostname == "" {
 		cfg.Hostname = "localhost"
 	}
-	a := &attempt{ctx: ctx, cfg: cfg, host: host, addr: addr, env: env}
+	return cfg
+}
+
+// newAttempt starts an attempt with every result unsettled. dials, when not
+// nil, counts the TCP connections the attempt dials.
+func newAttempt(ctx context.Context, cfg Config, host, addr string, env Envelope, dials *atomic.Int64) *attempt {
+	a := &attempt{ctx: ctx, cfg: cfg, host: host, addr: addr, env: env, dials: dials}
 	a.results = make([]Result, len(env.Rcpts))
 	for i, r := range env.Rcpts {
 		a.results[i].Rcpt = r.Addr
 	}
+	return a
+}
 
+// session is one greeted SMTP session, with or without TLS, ready for MAIL.
+type session struct {
+	c   *smtp.Client
+	raw net.Conn // the TCP connection: closing it ends the session at once
+
+	// Used by Pool only.
+	born      time.Time // when it was dialed
+	idleSince time.Time // when it last went back to the pool
+	uses      int       // transactions run on it
+}
+
+// open dials a new session: EHLO, and STARTTLS when offered; if STARTTLS
+// fails, it redials and goes plain.
+func (a *attempt) open() (*session, error) {
 	c, conn, err := a.connect(true)
 	var tlsErr *startTLSError
-	if errors.As(err, &tlsErr) && ctx.Err() == nil {
+	if errors.As(err, &tlsErr) && a.ctx.Err() == nil {
 		// RFC 3207 4.1: a client may go on without TLS; the broken session
 		// is unusable, so start a new one that does not ask for it.
 		c, conn, err = a.connect(false)
 	}
 	if err != nil {
-		return a.failAll(err)
+		return nil, err
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	return a.transaction(c, body)
+	return &session{c: c, raw: conn, born: time.Now()}, nil
 }
 
 type attempt struct {
@@ -134,6 +175,7 @@ type attempt struct {
 	addr    string
 	env     Envelope
 	results []Result
+	dials   *atomic.Int64 // nil = not counted
 }
 
 // startTLSError marks a failure of STARTTLS itself, after which a plain
@@ -154,6 +196,9 @@ func (e *greetError) Unwrap() error { return e.err }
 // On success the returned conn is the raw TCP connection, to be closed by
 // the caller.
 func (a *attempt) connect(tryTLS bool) (*smtp.Client, net.Conn, error) {
+	if a.dials != nil {
+		a.dials.Add(1)
+	}
 	d := net.Dialer{Timeout: a.cfg.Timeout}
 	raw, err := d.DialContext(a.ctx, "tcp", a.addr)
 	if err != nil {
@@ -230,16 +275,43 @@ func (a *attempt) startTLS(conn *timeoutConn) (*smtp.Client, error) {
 	return c, nil
 }
 
-// transaction runs MAIL, RCPT, DATA and QUIT on a greeted client.
-func (a *attempt) transaction(c *smtp.Client, body io.Reader) ([]Result, error) {
+// end is the state a transaction leaves its session in, which says what
+// may follow on it.
+type end int
+
+const (
+	// endBroken: the session is unusable (I/O error, timeout, 421, a
+	// half-sent DATA): close it without a word.
+	endBroken end = iota
+	// endMailLost: like endBroken, at MAIL, before anything was accepted.
+	// On a session taken from a Pool the server may have dropped it while
+	// idle, so a fresh session may take the message (Pool.Deliver).
+	endMailLost
+	// endRefused: the server answered but the transaction did not end
+	// (MAIL or DATA refused): QUIT.
+	endRefused
+	// endNoRcpt: every RCPT was refused; MAIL is still in force. RSET
+	// makes the session clean again (RFC 5321 4.1.1.5), or QUIT ends it.
+	endNoRcpt
+	// endClean: the transaction ended with the reply to the final dot,
+	// whatever it was, or never started: the session may take another.
+	endClean
+)
+
+// answers reports whether the session still answers commands (QUIT).
+func (e end) answers() bool { return e >= endRefused }
+
+// transaction runs MAIL, RCPT and DATA on a greeted client, sets the results
+// and says in what state it left the session. It never sends QUIT or RSET:
+// that is the caller's choice.
+func (a *attempt) transaction(c *smtp.Client, body io.Reader) ([]Result, end, error) {
 	if a.env.UTF8 {
 		if ok, _ := c.Extension("SMTPUTF8"); !ok {
 			// RFC 6531 3.2: the message cannot go to a server without
 			// SMTPUTF8; no downgrade is attempted.
 			err := &localPermError{code: 553, reply: fmt.Sprintf("553 5.6.7 %s does not offer SMTPUTF8, which this message needs", a.host)}
-			c.Quit()
 			a.setAll(err)
-			return a.results, nil
+			return a.results, endClean, nil
 		}
 	}
 	if err := c.Mail(a.env.From, a.mailOptions(c)); err != nil {
@@ -247,14 +319,15 @@ func (a *attempt) transaction(c *smtp.Client, body io.Reader) ([]Result, error) 
 		if errors.As(err, &se) && se.Code/100 == 5 {
 			// A permanent refusal of the transaction is an answer for
 			// every recipient, not a reason to try another host.
-			c.Quit()
 			a.setAll(err)
-			return a.results, nil
+			return a.results, endRefused, nil
 		}
+		state := endMailLost
 		if isReply(err) {
-			c.Quit()
+			state = endRefused
 		}
-		return a.failAll(err)
+		res, err := a.failAll(err)
+		return res, state, err
 	}
 
 	accepted := make([]int, 0, len(a.results))
@@ -265,25 +338,23 @@ func (a *attempt) transaction(c *smtp.Client, body io.Reader) ([]Result, error) 
 			continue
 		}
 		a.setError(i, err, true)
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) || se.Code == 421 {
+		if !isReply(err) {
 			// The session is gone: nothing else can be sent on it.
 			a.abort(err)
-			return a.results, nil
+			return a.results, endBroken, nil
 		}
 	}
 	if len(accepted) == 0 {
-		c.Quit()
-		return a.results, nil
+		return a.results, endNoRcpt, nil
 	}
 
 	w, err := c.Data()
 	if err != nil {
 		a.setAccepted(accepted, err)
 		if isReply(err) {
-			c.Quit()
+			return a.results, endRefused, nil
 		}
-		return a.results, nil
+		return a.results, endBroken, nil
 	}
 	br := &bodyReader{r: body}
 	if _, err := io.Copy(w, br); err != nil {
@@ -298,22 +369,21 @@ func (a *attempt) transaction(c *smtp.Client, body io.Reader) ([]Result, error) 
 		// The DATA cannot be ended cleanly: a final dot would send a
 		// truncated message. Drop the connection instead.
 		a.setAccepted(accepted, err)
-		return a.results, nil
+		return a.results, endBroken, nil
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
 		a.setAccepted(accepted, err)
 		if isReply(err) {
-			c.Quit()
+			return a.results, endClean, nil
 		}
-		return a.results, nil
+		return a.results, endBroken, nil
 	}
 	reply := "250 " + oneLine(resp.StatusText)
 	for _, i := range accepted {
 		a.results[i] = Result{Rcpt: a.env.Rcpts[i].Addr, Code: 250, Reply: reply, Delivered: true}
 	}
-	c.Quit() // the message is accepted; a failed QUIT changes nothing
-	return a.results, nil
+	return a.results, endClean, nil
 }
 
 func (a *attempt) mailOptions(c *smtp.Client) *smtp.MailOptions {
