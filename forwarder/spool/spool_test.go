@@ -309,7 +309,8 @@ func TestRemove(t *testing.T) {
 	if err := s.Remove(m.ID); err != nil {
 		t.Fatal(err)
 	}
-	if got := files(t, s); len(got) != 0 {
+	// Its two files wait in tmp/ for reuse; nothing else is left.
+	if got := files(t, s); len(got) != 2 || !strings.HasPrefix(got[0], "tmp/") || !strings.HasPrefix(got[1], "tmp/") {
 		t.Fatalf("files left: %v", got)
 	}
 	if err := s.Remove(m.ID); !errors.Is(err, fs.ErrNotExist) {
@@ -880,4 +881,62 @@ func BenchmarkScan(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/msg")
+}
+
+// TestRecycle: a removed message's files are written over by the next
+// message (same inodes, no new ones), which reads back exactly, however
+// longer the old contents were; Scan clears the kept files.
+func TestRecycle(t *testing.T) {
+	s := openSpool(t)
+	inodes := func(id string) (body, meta os.FileInfo) {
+		t.Helper()
+		b, err := os.Stat(filepath.Join(s.Dir(), "msg", id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := os.Stat(filepath.Join(s.Dir(), "meta", id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b, m
+	}
+	first := newMeta(s)
+	first.Rcpts = append(first.Rcpts, Rcpt{Addr: strings.Repeat("long", 50) + "@example.com", State: Pending})
+	if err := s.Put(first, &patternReader{pat: "0123456789", n: 100000}, 0); err != nil {
+		t.Fatal(err)
+	}
+	b1, m1 := inodes(first.ID)
+	if err := s.Remove(first.ID); err != nil {
+		t.Fatal(err)
+	}
+	second := newMeta(s)
+	if err := s.Put(second, strings.NewReader("short body\r\n"), 0); err != nil {
+		t.Fatal(err)
+	}
+	b2, m2 := inodes(second.ID)
+	if !os.SameFile(b1, b2) || !os.SameFile(m1, m2) {
+		t.Fatal("the second message got new files, not the removed one's")
+	}
+	if b2.Size() != int64(len("short body\r\n")) {
+		t.Fatalf("reused body file is %d bytes", b2.Size())
+	}
+	f, err := s.Body(second.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(f)
+	f.Close()
+	if err != nil || string(got) != "short body\r\n" {
+		t.Fatalf("body %q, %v", got, err)
+	}
+	metas, err := s.Scan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(metas) != 1 || metas[0].ID != second.ID || len(metas[0].Rcpts) != 1 || metas[0].Size != b2.Size() {
+		t.Fatalf("Scan after reuse: %+v", metas)
+	}
+	if left := dirNames(t, filepath.Join(s.Dir(), "tmp")); len(left) != 0 {
+		t.Fatalf("Scan left tmp/ %v", left)
+	}
 }
