@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -49,6 +48,7 @@ type Forwarder struct {
 	ix     *route.Index
 	sp     *spool.Spool
 	q      *queue.Queue
+	pool   *courier.Pool
 	srv    *smtp.Server
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -109,12 +109,10 @@ func (f *Forwarder) Serve(ctx context.Context, l net.Listener) error {
 		metrics = smtpd.NewMetrics(f.cfg.Registry)
 		qmetrics = queue.NewMetrics(f.cfg.Registry)
 	}
-	cc := courier.Config{Hostname: f.cfg.Hostname, Timeout: 5 * time.Minute}
+	// Deliveries to a busy target reuse its connections.
+	f.pool = courier.NewPool(courier.Config{Hostname: f.cfg.Hostname, Timeout: 5 * time.Minute}, courier.PoolConfig{})
 	f.q = queue.New(queue.Config{
-		Spool: sp, Router: router{f.ix, res}, Hostname: f.cfg.Hostname,
-		Courier: func(ctx context.Context, host, addr string, env courier.Envelope, body io.Reader) ([]courier.Result, error) {
-			return courier.Deliver(ctx, cc, host, addr, env, body)
-		},
+		Spool: sp, Router: router{f.ix, res}, Hostname: f.cfg.Hostname, Courier: f.pool.Deliver,
 		Retry: f.cfg.Retry, MaxAge: f.cfg.MaxAge, Log: logEvent, Mirror: f.st, Metrics: qmetrics,
 	})
 	if err := f.q.Load(); err != nil {
@@ -211,6 +209,9 @@ func (f *Forwarder) Shutdown(ctx context.Context) error {
 		f.cancel()
 	}
 	f.wg.Wait()
+	if f.pool != nil {
+		f.pool.Close()
+	}
 	return err
 }
 
