@@ -119,17 +119,14 @@ func (s *Spool) Scan() ([]*Meta, error) {
 		log.Info("spool_orphan_removed", "id", name)
 	}
 
-	// Make the clean-up durable; it is not needed for correctness (a second
-	// Scan would do it again) but keeps the next start quiet.
-	for _, d := range []string{s.tmp, s.msg} {
-		if err := syncDir(d); err != nil {
-			log.Error("spool_sync_failed", "dir", d, "err", err)
-		}
-	}
-	if quarantined {
-		if err := s.metaSync.sync(); err != nil && firstErr == nil {
+	// Make the clean-up and the quarantine durable. The clean-up is not
+	// needed for correctness (a second Scan would do it again) but keeps the
+	// next start quiet.
+	if err := s.fsSync.sync(); err != nil {
+		if quarantined && firstErr == nil {
 			firstErr = fmt.Errorf("spool: scan: %w", err)
 		}
+		log.Error("spool_sync_failed", "dir", s.dir, "err", err)
 	}
 	if firstErr != nil {
 		return nil, firstErr
@@ -200,7 +197,7 @@ func (s *Spool) quarantineMsg(name string, hasBody bool) error {
 	if err := os.Rename(filepath.Join(s.meta, name), base+".meta"); err != nil {
 		return err
 	}
-	return s.quarantSync.sync()
+	return s.fsSync.sync()
 }
 
 // freeQuarantineName returns a path prefix in quarantine/ for which neither

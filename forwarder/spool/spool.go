@@ -7,14 +7,17 @@
 //	meta/<id>    envelope and delivery state (JSON); the commit record
 //	quarantine/  metas (and their bodies) that Scan could not use, kept for an operator
 //
-// A message exists if and only if its meta exists. Put writes the body first and
-// the meta last, each through a temporary file that is fsync'd and renamed, and
-// fsyncs the directories before it returns, so a nil error means the message is
+// A message exists if and only if its meta exists. Put writes the body and
+// the meta to files in tmp/ and syncs the file system, renames them into place
+// (body first, meta last) and syncs again, so a nil error means the message is
 // on stable storage (RFC 5321 6.1). Remove deletes the meta first. Scan, at
 // start-up, removes what a crash left half written.
 //
-// Directory fsyncs are shared between concurrent callers (group commit): one
-// fsync of msg/ or meta/ covers every rename that finished before it started.
+// The syncs are syncfs(2) calls shared between concurrent callers (group
+// commit): one covers the files and renames of every caller that got to it
+// before it started, so twenty sessions finishing together cost two syncs,
+// not forty fsyncs. syncfs flushes everything dirty on the spool's file
+// system: give the spool a file system of its own on a busy host.
 //
 // The files of removed messages are moved to tmp/ and written over by later
 // messages rather than deleted: on a file system that allocates inodes slowly
@@ -39,6 +42,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // State of one recipient.
@@ -105,11 +110,11 @@ const (
 // Spool is a spool directory. It is safe for concurrent use on different IDs;
 // calls on the same ID must not overlap.
 type Spool struct {
-	dir                            string
-	tmp, msg, meta, quarantine     string
-	msgSync, metaSync, quarantSync *dirSyncer
-	bodies, metas                  *recycler // in tmp/
-	log                            atomic.Pointer[slog.Logger]
+	dir                        string
+	tmp, msg, meta, quarantine string
+	fsSync                     *syncer   // syncfs of the spool's file system
+	bodies, metas              *recycler // in tmp/
+	log                        atomic.Pointer[slog.Logger]
 }
 
 // Open opens the spool in dir, creating dir and its subdirectories (0700) as
@@ -140,16 +145,11 @@ func Open(dir string) (*Spool, error) {
 		if !fi.IsDir() {
 			return nil, fmt.Errorf("spool: open %s: %s is not a directory", abs, d)
 		}
-		if err := syncDir(d); err != nil {
-			return nil, fmt.Errorf("spool: open %s: %w", abs, err)
-		}
 	}
-	if err := syncDir(abs); err != nil {
-		return nil, fmt.Errorf("spool: open %s: %w", abs, err)
+	if err := syncFS(abs); err != nil {
+		return nil, fmt.Errorf("spool: open: %w", err)
 	}
-	s.msgSync = newDirSyncer(s.msg)
-	s.metaSync = newDirSyncer(s.meta)
-	s.quarantSync = newDirSyncer(s.quarantine)
+	s.fsSync = newSyncer(func() error { return syncFS(abs) })
 	s.bodies = &recycler{dir: s.tmp, prefix: keptPrefix + "msg."}
 	s.metas = &recycler{dir: s.tmp, prefix: keptPrefix + "meta."}
 	return s, nil
@@ -221,8 +221,8 @@ func checkID(op, id string) error {
 }
 
 // Put stores a new message: it streams body to a file in tmp/ and writes the
-// meta to another, fsyncs both, renames the body to msg/ID and then the meta
-// to meta/ID, and fsyncs msg/ and meta/; only then it returns nil.
+// meta to another, syncs them, renames the body to msg/ID and then the meta
+// to meta/ID, and syncs again; only then it returns nil.
 // m.ID must be set (NewID) and must not exist yet; Put sets m.Size. maxSize > 0
 // limits the body: a longer one gives ErrTooBig. On any error nothing of the
 // message is left (temporary files and body removed) and the error wraps the
@@ -256,7 +256,7 @@ func (s *Spool) Put(m *Meta, body io.Reader, maxSize int64) error {
 		// Undo (also when the reader panics), commit record first.
 		if renamedMeta {
 			os.Remove(metaPath)
-			s.metaSync.sync()
+			s.fsSync.sync()
 		}
 		if renamedBody {
 			os.Remove(msgPath)
@@ -268,44 +268,31 @@ func (s *Spool) Put(m *Meta, body io.Reader, maxSize int64) error {
 	}()
 
 	n, err := copyBody(f, body, maxSize)
-	if err != nil {
-		f.Close()
-		if errors.Is(err, ErrTooBig) {
-			return fmt.Errorf("spool: put %s: %w", id, ErrTooBig)
-		}
-		return fmt.Errorf("spool: put %s: write body: %w", id, err)
+	if err == nil {
+		err = f.Truncate(n) // a reused file may be longer
 	}
-	if err := f.Truncate(n); err != nil { // a reused file may be longer
-		f.Close()
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if errors.Is(err, ErrTooBig) {
+		return fmt.Errorf("spool: put %s: %w", id, ErrTooBig)
+	} else if err != nil {
 		return fmt.Errorf("spool: put %s: write body: %w", id, err)
 	}
 	m.Size = n
 	data, err := json.Marshal(m)
 	if err != nil {
-		f.Close()
 		return fmt.Errorf("spool: put %s: encode meta: %w", id, err)
 	}
-
-	// The body and the meta are fsync'd at the same time, each in its file
-	// in tmp/ ...
-	metaDone := make(chan error, 1)
-	go func() {
-		var err error
-		tmpMeta, err = s.metas.write(id+".meta.*", data)
-		metaDone <- err
-	}()
-	err = f.Sync()
-	if cerr := f.Close(); err == nil && cerr != nil {
-		err = cerr
-	}
-	if merr := <-metaDone; err != nil {
-		return fmt.Errorf("spool: put %s: write body: %w", id, err)
-	} else if merr != nil {
-		err = merr
+	if tmpMeta, err = s.metas.write(id+".meta.*", data); err != nil {
 		return fmt.Errorf("spool: put %s: write meta: %w", id, err)
 	}
 
-	// ... then renamed into place, body first, so that a meta is never seen
+	// Both files reach the disk before either is renamed into place ...
+	if err = s.fsSync.sync(); err != nil {
+		return fmt.Errorf("spool: put %s: sync: %w", id, err)
+	}
+	// ... then they are renamed, body first, so that a meta is never seen
 	// without its body ...
 	if err = os.Rename(tmpBody, msgPath); err != nil {
 		return fmt.Errorf("spool: put %s: commit body: %w", id, err)
@@ -315,18 +302,11 @@ func (s *Spool) Put(m *Meta, body io.Reader, maxSize int64) error {
 		return fmt.Errorf("spool: put %s: commit meta: %w", id, err)
 	}
 	renamedMeta = true
-
-	// ... and both directories fsync'd, at the same time too. Only then is
-	// the message acknowledged. (If the power fails before they are done,
-	// the message was not acknowledged; on a file system that could persist
-	// the meta's rename without the body's, Scan quarantines the meta.)
-	msgDone := make(chan error, 1)
-	go func() { msgDone <- s.msgSync.sync() }()
-	err = s.metaSync.sync()
-	if merr := <-msgDone; err == nil {
-		err = merr
-	}
-	if err != nil {
+	// ... and the renames reach it too. Only then is the message
+	// acknowledged. (If the power fails before, the message was not
+	// acknowledged; on a file system that could persist the meta's rename
+	// without the body's, Scan quarantines the meta.)
+	if err = s.fsSync.sync(); err != nil {
 		return fmt.Errorf("spool: put %s: commit: %w", id, err)
 	}
 	committed = true
@@ -400,8 +380,9 @@ func (r *recycler) create(pattern string) (*os.File, error) {
 	return os.CreateTemp(r.dir, pattern)
 }
 
-// write writes data to a file from create, truncated to its length,
-// fsyncs and closes it, and returns its path. On error the file is removed.
+// write writes data to a file from create, truncated to its length, and
+// closes it (the caller syncs), and returns its path. On error the file is
+// removed.
 func (r *recycler) write(pattern string, data []byte) (string, error) {
 	f, err := r.create(pattern)
 	if err != nil {
@@ -410,9 +391,6 @@ func (r *recycler) write(pattern string, data []byte) (string, error) {
 	_, err = f.Write(data)
 	if err == nil {
 		err = f.Truncate(int64(len(data)))
-	}
-	if err == nil {
-		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = cerr
@@ -458,7 +436,7 @@ func (s *Spool) Body(id string) (*os.File, error) {
 }
 
 // Update rewrites the meta of an existing message atomically: a temporary
-// file, fsync, rename over meta/ID, fsync of meta/. m.Size is kept as given.
+// file, a sync, a rename over meta/ID, a sync. m.Size is kept as given.
 // The error wraps fs.ErrNotExist if the message does not exist (Update never
 // creates a message).
 func (s *Spool) Update(m *Meta) error {
@@ -478,11 +456,15 @@ func (s *Spool) Update(m *Meta) error {
 	if err != nil {
 		return fmt.Errorf("spool: update %s: write meta: %w", id, err)
 	}
+	if err := s.fsSync.sync(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("spool: update %s: sync: %w", id, err)
+	}
 	if err := os.Rename(tmp, metaPath); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("spool: update %s: commit meta: %w", id, err)
 	}
-	if err := s.metaSync.sync(); err != nil {
+	if err := s.fsSync.sync(); err != nil {
 		return fmt.Errorf("spool: update %s: commit meta: %w", id, err)
 	}
 	return nil
@@ -504,7 +486,7 @@ func (s *Spool) Remove(id string) error {
 			return fmt.Errorf("spool: remove %s: %w", id, err)
 		}
 		metaErr = err
-	} else if err := s.metaSync.sync(); err != nil {
+	} else if err := s.fsSync.sync(); err != nil {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
 	if err := s.bodies.keep(filepath.Join(s.msg, id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -516,44 +498,43 @@ func (s *Spool) Remove(id string) error {
 	return nil
 }
 
-// syncDir fsyncs a directory, making renames and creations in it durable.
-func syncDir(dir string) error {
+// syncFS flushes the file system holding dir (syncfs(2)): every file
+// written and every rename made on it before the call is on stable storage
+// when it returns nil.
+func syncFS(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
-		return err
+		return fmt.Errorf("syncfs %s: %w", dir, err)
 	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", dir, err)
 	}
 	return nil
 }
 
-// dirSyncer shares directory fsyncs between concurrent callers. A call to
-// sync returns once an fsync that started after the call began has finished,
-// so it covers every change the caller made to the directory before calling.
-// While one fsync runs, all callers that arrive wait for the next one, which
-// one of them runs for all.
-type dirSyncer struct {
-	dir     string
+// syncer shares a sync between concurrent callers (group commit). A call to
+// sync returns once a run that started after the call began has finished,
+// so it covers every change the caller made before calling. While one run
+// is under way, all callers that arrive wait for the next one, which one of
+// them makes for all.
+type syncer struct {
+	run     func() error
 	mu      sync.Mutex
 	cond    sync.Cond
 	running bool
-	started uint64 // fsyncs started
-	done    uint64 // last fsync finished
+	started uint64 // runs started
+	done    uint64 // last run finished
 	err     error  // its result
 }
 
-func newDirSyncer(dir string) *dirSyncer {
-	d := &dirSyncer{dir: dir}
+func newSyncer(run func() error) *syncer {
+	d := &syncer{run: run}
 	d.cond.L = &d.mu
 	return d
 }
 
-func (d *dirSyncer) sync() error {
+func (d *syncer) sync() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	// If one is running it may have started before our change: wait for the next.
@@ -567,14 +548,14 @@ func (d *dirSyncer) sync() error {
 		d.started++
 		gen := d.started
 		d.mu.Unlock()
-		err := syncDir(d.dir)
+		err := d.run()
 		d.mu.Lock()
 		d.running = false
 		d.done = gen
 		d.err = err
 		d.cond.Broadcast()
 	}
-	// The result of the latest fsync, which started after our change (an
+	// The result of the latest run, which started after our change (an
 	// error from a later one than ours is reported too: it errs on the safe
 	// side).
 	return d.err
