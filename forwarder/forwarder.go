@@ -103,14 +103,15 @@ func (f *Forwarder) Serve(ctx context.Context, l net.Listener) error {
 			slog.Warn("delivery log full, event dropped", "zone", zone, "id", d.ID, "event", d.Event)
 		}
 	}
+	// Deliveries to a busy target reuse its connections.
+	f.pool = courier.NewPool(courier.Config{Hostname: f.cfg.Hostname, Timeout: 5 * time.Minute}, courier.PoolConfig{})
 	var metrics *smtpd.Metrics
 	var qmetrics *queue.Metrics
 	if f.cfg.Registry != nil {
 		metrics = smtpd.NewMetrics(f.cfg.Registry)
 		qmetrics = queue.NewMetrics(f.cfg.Registry)
+		f.cfg.Registry.MustRegister(poolCollector{f.pool})
 	}
-	// Deliveries to a busy target reuse its connections.
-	f.pool = courier.NewPool(courier.Config{Hostname: f.cfg.Hostname, Timeout: 5 * time.Minute}, courier.PoolConfig{})
 	f.q = queue.New(queue.Config{
 		Spool: sp, Router: router{f.ix, res}, Hostname: f.cfg.Hostname, Courier: f.pool.Deliver,
 		Retry: f.cfg.Retry, MaxAge: f.cfg.MaxAge, Log: logEvent, Mirror: f.st, Metrics: qmetrics,
@@ -213,6 +214,21 @@ func (f *Forwarder) Shutdown(ctx context.Context) error {
 		f.pool.Close()
 	}
 	return err
+}
+
+// poolCollector exports the courier pool's connection counts.
+type poolCollector struct{ p *courier.Pool }
+
+var poolConnsDesc = prometheus.NewDesc("mxport_delivery_connections_total",
+	"Outbound SMTP connections dialled (connection=dialled) and transactions made on a pooled connection (connection=reused).",
+	[]string{"connection"}, nil)
+
+func (c poolCollector) Describe(ch chan<- *prometheus.Desc) { ch <- poolConnsDesc }
+
+func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
+	dials, reuses := c.p.Stats()
+	ch <- prometheus.MustNewConstMetric(poolConnsDesc, prometheus.CounterValue, float64(dials), "dialled")
+	ch <- prometheus.MustNewConstMetric(poolConnsDesc, prometheus.CounterValue, float64(reuses), "reused")
 }
 
 // router joins the index (routes) and the resolver (addresses, MX).

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"mime"
 	"mime/multipart"
 	"net"
@@ -40,6 +41,7 @@ type env struct {
 	home   *smtptest.Server
 	sender *smtptest.Server
 	mxID   string // example.com's forwarded MX record
+	reg    *prometheus.Registry
 }
 
 func port(t *testing.T, addr string) string {
@@ -168,6 +170,34 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if q, _ := e.st.Queued(bg, "example.com"); len(q) != 0 {
 		t.Errorf("queue mirror still lists %d messages", len(q))
+	}
+}
+
+// TestConnectionReuse: messages one after another to the home server
+// travel on one pooled connection, and the metrics say so.
+func TestConnectionReuse(t *testing.T) {
+	e := start(t, []time.Duration{200 * time.Millisecond}, time.Hour)
+	for i := range 5 {
+		send(t, e.addr, "alice@sender.test", []string{"bob@example.com"}, message(fmt.Sprint("reuse", i)))
+		e.home.Wait(t, i+1, 10*time.Second)
+	}
+	if n := e.home.Sessions(); n != 1 {
+		t.Errorf("home server saw %d connections for 5 messages, want 1", n)
+	}
+	got := map[string]float64{}
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "mxport_delivery_connections_total" {
+			for _, m := range mf.GetMetric() {
+				got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if got["dialled"] != 1 || got["reused"] != 4 {
+		t.Errorf("mxport_delivery_connections_total: %v, want dialled 1, reused 4", got)
 	}
 }
 

@@ -3,6 +3,7 @@ package forwarder_test
 import (
 	"context"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"net"
 	"net/textproto"
 	"strings"
@@ -74,8 +75,9 @@ func serveEnv(t *testing.T, e *env, retry []time.Duration, maxAge time.Duration)
 		t.Fatal(err)
 	}
 	e.addr = l.Addr().String()
+	e.reg = prometheus.NewRegistry()
 	e.f = forwarder.New(e.st, forwarder.Config{Hostname: "mx1.fwd.test", SpoolDir: t.TempDir(),
-		MXHosts: []string{"mx1.fwd.test"}, Retry: retry, MaxAge: maxAge})
+		MXHosts: []string{"mx1.fwd.test"}, Retry: retry, MaxAge: maxAge, Registry: e.reg})
 	ctx, cancel := context.WithCancel(bg)
 	if err := e.f.Serve(ctx, l); err != nil {
 		t.Fatal(err)

@@ -102,7 +102,7 @@ func TestServeHTTP(t *testing.T) {
 		t.Errorf("list zones: %d %s", code, body)
 	}
 	_, metrics := get("/metrics", "")
-	for _, want := range []string{"go_goroutines", "process_cpu_seconds_total", "mxport_http_requests_total", "mxport_dns_"} {
+	for _, want := range []string{"go_goroutines", "process_cpu_seconds_total", "mxport_http_requests_total", "mxport_dns_", "mxport_queue_messages", "mxport_delivery_connections_total"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
