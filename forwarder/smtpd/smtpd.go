@@ -474,7 +474,7 @@ func (s *session) Data(r io.Reader) (err error) {
 		return e
 	}
 
-	cfg.Queue.Enqueue(m)
+	// Logged before it is queued: its delivery may start, and be logged, at once.
 	cfg.Metrics.accepted(m.Size)
 	s.log().Info("accepted", "id", id, "zone", tx.zone, "remote", s.remote, "from", tx.from,
 		"rcpts", len(tx.rcpts), "size", m.Size, "dur", time.Since(start))
@@ -483,6 +483,7 @@ func (s *session) Data(r io.Reader) (err error) {
 			cfg.Log(tx.zone, store.Delivery{Time: m.Arrived, ID: id, Event: "accepted", From: tx.from, Rcpt: rc.Addr})
 		}
 	}
+	cfg.Queue.Enqueue(m)
 	// go-smtp writes a returned SMTPError's code and text whatever the
 	// code, which is the only way to put the queue id in the 250.
 	return smtpErr(250, smtp.EnhancedCode{2, 0, 0}, "OK: queued as "+id)
