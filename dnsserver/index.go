@@ -21,6 +21,7 @@ type Index struct {
 	zones   *cow.Map[*zone.Zone] // FQDN -> zone
 	keys    atomic.Pointer[map[string]store.TSIGKey]
 	loaded  atomic.Bool
+	gen     atomic.Uint64 // moves after every change of zones
 	changed func(z *zone.Zone)
 }
 
@@ -64,6 +65,7 @@ func (ix *Index) Load(zds []store.ZoneData) {
 		}
 	}
 	ix.zones.Replace(m)
+	ix.gen.Add(1)
 	ix.loaded.Store(true)
 	for _, z := range moved {
 		ix.changed(z)
@@ -78,13 +80,22 @@ func (ix *Index) Update(zd store.ZoneData) {
 		return
 	}
 	ix.zones.Set(z.Name(), z)
+	ix.gen.Add(1)
 	if ix.changed != nil {
 		ix.changed(z)
 	}
 }
 
 // Delete implements store.Follower: it removes one zone.
-func (ix *Index) Delete(name string) { ix.zones.Delete(dns.Fqdn(name)) }
+func (ix *Index) Delete(name string) {
+	ix.zones.Delete(dns.Fqdn(name))
+	ix.gen.Add(1)
+}
+
+// generation changes after every change of the zones, once the change is
+// visible to Find: answers computed after reading a generation are at
+// least as new as it.
+func (ix *Index) generation() uint64 { return ix.gen.Load() }
 
 // Keys implements store.KeyFollower: it replaces the TSIG keys.
 func (ix *Index) Keys(keys []store.TSIGKey) {

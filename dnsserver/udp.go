@@ -30,15 +30,18 @@ type batchConn interface {
 // system calls per query, as Knot and NSD do. UPDATEs, which wait for
 // Redis, run on their own goroutine so they never hold up queries.
 type udpServer struct {
-	pc   net.PacketConn
-	bc   batchConn
-	h    *Handler
-	tp   tsigProvider
-	done chan struct{}
+	pc    net.PacketConn
+	bc    batchConn
+	h     *Handler
+	tp    tsigProvider
+	cache *answerCache
+	key   []byte // scratch for the cache key
+	done  chan struct{}
 }
 
 func newUDPServer(pc net.PacketConn, h *Handler, tp tsigProvider) *udpServer {
-	u := &udpServer{pc: pc, h: h, tp: tp, done: make(chan struct{})}
+	u := &udpServer{pc: pc, h: h, tp: tp, cache: newAnswerCache(cacheEntries, cacheBytes),
+		key: make([]byte, 0, 260), done: make(chan struct{})}
 	if a, ok := pc.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
 		u.bc = ipv4.NewPacketConn(pc)
 	} else {
@@ -106,7 +109,7 @@ func (u *udpServer) serve() {
 func (u *udpServer) single(pkt []byte, addr *net.UDPAddr) {
 	w := &udpWriter{tp: u.tp}
 	w.reset(addr, nil)
-	u.handle(w, pkt)
+	u.slow(w, pkt)
 	if w.out != nil {
 		u.pc.WriteTo(w.out, addr)
 	}
@@ -114,9 +117,32 @@ func (u *udpServer) single(pkt []byte, addr *net.UDPAddr) {
 
 func opcode(pkt []byte) int { return int(pkt[2]>>3) & 0xF }
 
-// handle runs one datagram through the same steps as miekg/dns's server:
-// the accept filter, unpacking, TSIG verification, then the Handler.
+// handle answers one datagram: a plain query from the answer cache when it
+// holds the reply, else through the Handler, keeping the reply when it may.
 func (u *udpServer) handle(w *udpWriter, pkt []byte) {
+	key, size, lower, ok := plainQuery(pkt, u.key[:0])
+	if !ok {
+		u.slow(w, pkt)
+		return
+	}
+	// The generation is read before the index is: an entry built from
+	// a zone that changed meanwhile is already stale when stored.
+	gen := u.h.ix.generation()
+	if a, hit := u.cache.get(key, gen); hit && len(a.msg) <= size {
+		u.h.fast(w, pkt, &a, len(key)+13) // header, qname, qtype, qclass
+		return
+	}
+	u.slow(w, pkt)
+	if lower {
+		if a, ok := u.h.cacheable(w, gen); ok {
+			u.cache.put(key, a)
+		}
+	}
+}
+
+// slow runs one datagram through the same steps as miekg/dns's server:
+// the accept filter, unpacking, TSIG verification, then the Handler.
+func (u *udpServer) slow(w *udpWriter, pkt []byte) {
 	dh := dns.Header{
 		Id: binary.BigEndian.Uint16(pkt), Bits: binary.BigEndian.Uint16(pkt[2:]),
 		Qdcount: binary.BigEndian.Uint16(pkt[4:]), Ancount: binary.BigEndian.Uint16(pkt[6:]),
@@ -149,12 +175,13 @@ type udpWriter struct {
 	addr       *net.UDPAddr
 	out        []byte
 	buf        []byte
+	msg        *dns.Msg // the reply WriteMsg packed, for the answer cache
 	tsigStatus error
 	requestMAC string
 }
 
 func (w *udpWriter) reset(addr *net.UDPAddr, buf []byte) {
-	w.addr, w.buf, w.out, w.tsigStatus, w.requestMAC = addr, buf, nil, nil, ""
+	w.addr, w.buf, w.out, w.msg, w.tsigStatus, w.requestMAC = addr, buf, nil, nil, nil, ""
 }
 
 func (w *udpWriter) LocalAddr() net.Addr  { return nil }
@@ -179,7 +206,7 @@ func (w *udpWriter) WriteMsg(m *dns.Msg) error {
 	if err != nil {
 		return err
 	}
-	w.out = out
+	w.out, w.msg = out, m
 	return nil
 }
 
