@@ -27,6 +27,7 @@
 package spool
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/binary"
@@ -234,13 +235,6 @@ func (s *Spool) Put(m *Meta, body io.Reader, maxSize int64) error {
 	id := m.ID
 	msgPath := filepath.Join(s.msg, id)
 	metaPath := filepath.Join(s.meta, id)
-	for _, p := range []string{metaPath, msgPath} {
-		if _, err := os.Lstat(p); err == nil {
-			return fmt.Errorf("spool: put %s: %w", id, fs.ErrExist)
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("spool: put %s: %w", id, err)
-		}
-	}
 
 	// Body, into tmp/.
 	f, err := s.bodies.create(id + ".msg.*")
@@ -293,12 +287,12 @@ func (s *Spool) Put(m *Meta, body io.Reader, maxSize int64) error {
 		return fmt.Errorf("spool: put %s: sync: %w", id, err)
 	}
 	// ... then they are renamed, body first, so that a meta is never seen
-	// without its body ...
-	if err = os.Rename(tmpBody, msgPath); err != nil {
+	// without its body, and never over an existing message ...
+	if err = renameNoReplace(tmpBody, msgPath); err != nil {
 		return fmt.Errorf("spool: put %s: commit body: %w", id, err)
 	}
 	renamedBody = true
-	if err = os.Rename(tmpMeta, metaPath); err != nil {
+	if err = renameNoReplace(tmpMeta, metaPath); err != nil {
 		return fmt.Errorf("spool: put %s: commit meta: %w", id, err)
 	}
 	renamedMeta = true
@@ -310,6 +304,23 @@ func (s *Spool) Put(m *Meta, body io.Reader, maxSize int64) error {
 		return fmt.Errorf("spool: put %s: commit: %w", id, err)
 	}
 	committed = true
+	return nil
+}
+
+// renameNoReplace renames oldpath to newpath unless newpath exists: then
+// the error wraps fs.ErrExist. On a file system without RENAME_NOREPLACE it
+// checks first, which is enough for IDs no two writers share.
+func renameNoReplace(oldpath, newpath string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		if _, err := os.Lstat(newpath); !errors.Is(err, fs.ErrNotExist) {
+			return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: cmp.Or(err, fs.ErrExist)}
+		}
+		return os.Rename(oldpath, newpath)
+	}
+	if err != nil {
+		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
+	}
 	return nil
 }
 
