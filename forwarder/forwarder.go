@@ -29,16 +29,17 @@ import (
 
 // Config configures the smtp role.
 type Config struct {
-	Addr     string // --smtp
-	Hostname string // --hostname
-	SpoolDir string // --spool
-	MXHosts  []string
-	Resolver string // --resolver host:port; "" = system
-	Retry    []time.Duration
-	MaxAge   time.Duration
-	MaxSize  int64       // default 50 MiB
-	TLS      *tls.Config // nil: a self-signed certificate kept in the spool
-	Registry prometheus.Registerer
+	Addr      string         // --smtp
+	Hostname  string         // --hostname
+	SpoolDir  string         // --spool
+	SpoolSync spool.SyncMode // --spool-sync; zero = spool.SyncFS
+	MXHosts   []string
+	Resolver  string // --resolver host:port; "" = system
+	Retry     []time.Duration
+	MaxAge    time.Duration
+	MaxSize   int64       // default 50 MiB
+	TLS       *tls.Config // nil: a self-signed certificate kept in the spool
+	Registry  prometheus.Registerer
 }
 
 // Forwarder is a running smtp role.
@@ -80,7 +81,7 @@ func (f *Forwarder) Start(ctx context.Context) error {
 
 // Serve is Start on a listener the caller opened.
 func (f *Forwarder) Serve(ctx context.Context, l net.Listener) error {
-	sp, err := spool.Open(f.cfg.SpoolDir)
+	sp, err := spool.OpenMode(f.cfg.SpoolDir, f.cfg.SpoolSync)
 	if err != nil {
 		l.Close()
 		return fmt.Errorf("smtp: %w", err)

@@ -30,7 +30,7 @@ func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(forma
 type config struct {
 	redis, dns, smtp, http, spool, hostname string
 	mxHosts, ns, resolver                   string
-	retrySchedule, maxQueueAge              string
+	retrySchedule, maxQueueAge, spoolSync   string
 	tlsCert, tlsKey                         string
 	notify, allowTransfer, trustedProxies   string
 	rrlRate, rrlSlip, rrlWindow             int
@@ -64,6 +64,7 @@ func serveFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.smtp, "smtp", env("MXPORT_SMTP_ADDR", ":25"), `SMTP address; "" = off (env MXPORT_SMTP_ADDR)`)
 	fs.StringVar(&c.http, "http", env("MXPORT_HTTP_ADDR", ":8080"), `HTTP address; "" = off (env MXPORT_HTTP_ADDR)`)
 	fs.StringVar(&c.spool, "spool", env("MXPORT_SPOOL_DIR", "/var/spool/mxport"), "mail spool directory (env MXPORT_SPOOL_DIR)")
+	fs.StringVar(&c.spoolSync, "spool-sync", env("MXPORT_SPOOL_SYNC", "fs"), "how the spool makes mail durable: fs (syncfs shared by concurrent sessions) or file (fsync per file) (env MXPORT_SPOOL_SYNC)")
 	fs.StringVar(&c.resolver, "resolver", env("MXPORT_RESOLVER", ""), "host:port of the resolver for outbound lookups; default: the system's (env MXPORT_RESOLVER)")
 	fs.StringVar(&c.retrySchedule, "retry-schedule", env("MXPORT_RETRY_SCHEDULE", "1m,2m,5m,10m,20m,30m,1h"), "delivery retry delays, the last repeats (env MXPORT_RETRY_SCHEDULE)")
 	fs.StringVar(&c.maxQueueAge, "max-queue-age", env("MXPORT_MAX_QUEUE_AGE", "336h"), "bounce mail older than this (env MXPORT_MAX_QUEUE_AGE)")

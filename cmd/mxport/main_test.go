@@ -291,6 +291,7 @@ func TestBadCommandLines(t *testing.T) {
 		{[]string{"record", "add", "a.test", "www", "A", "300"}, "ZONE NAME TYPE TTL DATA"},
 		{[]string{"serve", "--retry-schedule", "1m,soon"}, "retry-schedule"},
 		{[]string{"serve", "--max-queue-age", "-1h"}, "max-queue-age"},
+		{[]string{"serve", "--spool-sync", "sometimes"}, "spool-sync"},
 		{[]string{"serve", "--dns", "localhost"}, "--dns"},
 		{[]string{"serve", "--tls-cert", "/nonexistent.pem"}, "go together"},
 		{[]string{"serve", "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"}, "tls"},

@@ -22,6 +22,7 @@ import (
 	"github.com/mxport/mxport/dnsserver/rrl"
 	"github.com/mxport/mxport/dnsserver/update"
 	"github.com/mxport/mxport/forwarder"
+	"github.com/mxport/mxport/forwarder/spool"
 	"github.com/mxport/mxport/panel"
 	"github.com/mxport/mxport/panel/auth"
 	"github.com/mxport/mxport/panel/dyndns"
@@ -33,6 +34,7 @@ type serveConfig struct {
 	config
 	retry         []time.Duration
 	queueAge      time.Duration
+	spoolSync     spool.SyncMode
 	notifyTargets []string
 	transferNets  []netip.Prefix
 	proxies       []netip.Prefix
@@ -82,6 +84,9 @@ func parseServe(args []string) (*serveConfig, error) {
 		return nil, err
 	}
 	sc.queueAge = age[0]
+	if sc.spoolSync, err = spool.ParseSyncMode(sc.config.spoolSync); err != nil {
+		return nil, usagef("--spool-sync: %v", err)
+	}
 	if (sc.tlsCert == "") != (sc.tlsKey == "") {
 		return nil, usagef("--tls-cert and --tls-key go together")
 	}
@@ -147,7 +152,7 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		}
 		f := forwarder.New(s, forwarder.Config{
 			Addr: sc.smtp, Hostname: sc.hostname, SpoolDir: sc.spool, MXHosts: o.MXHosts,
-			Resolver: sc.resolver, Retry: sc.retry, MaxAge: sc.queueAge, TLS: tlsConf, Registry: reg,
+			Resolver: sc.resolver, Retry: sc.retry, MaxAge: sc.queueAge, SpoolSync: sc.spoolSync, TLS: tlsConf, Registry: reg,
 		})
 		if err := f.Start(ctx); err != nil {
 			return err

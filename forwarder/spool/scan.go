@@ -122,7 +122,7 @@ func (s *Spool) Scan() ([]*Meta, error) {
 	// Make the clean-up and the quarantine durable. The clean-up is not
 	// needed for correctness (a second Scan would do it again) but keeps the
 	// next start quiet.
-	if err := s.fsSync.sync(); err != nil {
+	if err := s.syncDirs(s.msgSync, s.metaSync); err != nil {
 		if quarantined && firstErr == nil {
 			firstErr = fmt.Errorf("spool: scan: %w", err)
 		}
@@ -197,7 +197,7 @@ func (s *Spool) quarantineMsg(name string, hasBody bool) error {
 	if err := os.Rename(filepath.Join(s.meta, name), base+".meta"); err != nil {
 		return err
 	}
-	return s.fsSync.sync()
+	return s.syncDirs(s.quarSync)
 }
 
 // freeQuarantineName returns a path prefix in quarantine/ for which neither

@@ -13,11 +13,14 @@
 // on stable storage (RFC 5321 6.1). Remove deletes the meta first. Scan, at
 // start-up, removes what a crash left half written.
 //
-// The syncs are syncfs(2) calls shared between concurrent callers (group
-// commit): one covers the files and renames of every caller that got to it
-// before it started, so twenty sessions finishing together cost two syncs,
-// not forty fsyncs. syncfs flushes everything dirty on the spool's file
-// system: give the spool a file system of its own on a busy host.
+// With SyncFS (the default) the syncs are syncfs(2) calls shared between
+// concurrent callers (group commit): one covers the files and renames of every
+// caller that got to it before it started, so twenty sessions finishing
+// together cost two syncs, not forty fsyncs. syncfs flushes everything dirty
+// on the spool's file system, so another process writing much to it delays
+// the spool's syncs: give the spool a file system of its own, or use
+// SyncFiles, which fsyncs each file (as Postfix does) and shares only the
+// directory fsyncs.
 //
 // The files of removed messages are moved to tmp/ and written over by later
 // messages rather than deleted: on a file system that allocates inodes slowly
@@ -108,24 +111,62 @@ const (
 	dirQuarantine = "quarantine"
 )
 
+// SyncMode says how a spool makes its writes durable.
+type SyncMode int
+
+const (
+	// SyncFS shares syncfs(2) calls of the spool's file system between
+	// concurrent writers.
+	SyncFS SyncMode = iota
+	// SyncFiles fsyncs every file it writes and shares the fsyncs of its
+	// directories between concurrent writers.
+	SyncFiles
+)
+
+// ParseSyncMode parses "fs" (SyncFS) or "file" (SyncFiles).
+func ParseSyncMode(v string) (SyncMode, error) {
+	switch v {
+	case "fs":
+		return SyncFS, nil
+	case "file":
+		return SyncFiles, nil
+	}
+	return 0, fmt.Errorf("spool sync mode %q: want fs or file", v)
+}
+
+// String returns "fs" or "file".
+func (m SyncMode) String() string {
+	if m == SyncFiles {
+		return "file"
+	}
+	return "fs"
+}
+
 // Spool is a spool directory. It is safe for concurrent use on different IDs;
 // calls on the same ID must not overlap.
 type Spool struct {
-	dir                        string
-	tmp, msg, meta, quarantine string
-	fsSync                     *syncer   // syncfs of the spool's file system
-	bodies, metas              *recycler // in tmp/
-	log                        atomic.Pointer[slog.Logger]
+	dir                         string
+	tmp, msg, meta, quarantine  string
+	mode                        SyncMode
+	fsSync                      *syncer   // SyncFS: syncfs of the spool's file system
+	msgSync, metaSync, quarSync *syncer   // SyncFiles: fsync of msg/, meta/, quarantine/
+	bodies, metas               *recycler // in tmp/
+	log                         atomic.Pointer[slog.Logger]
 }
 
-// Open opens the spool in dir, creating dir and its subdirectories (0700) as
-// needed and fsyncing them. It does not look at the messages: call Scan.
-func Open(dir string) (*Spool, error) {
+// Open opens the spool in dir with SyncFS, creating dir and its
+// subdirectories (0700) as needed and syncing them. It does not look at the
+// messages: call Scan.
+func Open(dir string) (*Spool, error) { return OpenMode(dir, SyncFS) }
+
+// OpenMode is Open with the given sync mode.
+func OpenMode(dir string, mode SyncMode) (*Spool, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", dir, err)
 	}
 	s := &Spool{
+		mode:       mode,
 		dir:        abs,
 		tmp:        filepath.Join(abs, dirTmp),
 		msg:        filepath.Join(abs, dirMsg),
@@ -147,10 +188,15 @@ func Open(dir string) (*Spool, error) {
 			return nil, fmt.Errorf("spool: open %s: %s is not a directory", abs, d)
 		}
 	}
-	if err := syncFS(abs); err != nil {
+	s.fsSync = newSyncer(func() error { return syncFS(abs) })
+	s.msgSync = newSyncer(func() error { return syncDir(s.msg) })
+	s.metaSync = newSyncer(func() error { return syncDir(s.meta) })
+	s.quarSync = newSyncer(func() error { return syncDir(s.quarantine) })
+	tmpSync := newSyncer(func() error { return syncDir(s.tmp) })
+	topSync := newSyncer(func() error { return syncDir(abs) })
+	if err := s.syncDirs(s.msgSync, s.metaSync, s.quarSync, tmpSync, topSync); err != nil {
 		return nil, fmt.Errorf("spool: open: %w", err)
 	}
-	s.fsSync = newSyncer(func() error { return syncFS(abs) })
 	s.bodies = &recycler{dir: s.tmp, prefix: keptPrefix + "msg."}
 	s.metas = &recycler{dir: s.tmp, prefix: keptPrefix + "meta."}
 	return s, nil
@@ -250,7 +296,7 @@ func (s *Spool) Put(m *Meta, body io.Reader, maxSize int64) error {
 		// Undo (also when the reader panics), commit record first.
 		if renamedMeta {
 			os.Remove(metaPath)
-			s.fsSync.sync()
+			s.syncDirs(s.metaSync)
 		}
 		if renamedBody {
 			os.Remove(msgPath)
@@ -265,6 +311,9 @@ func (s *Spool) Put(m *Meta, body io.Reader, maxSize int64) error {
 	if err == nil {
 		err = f.Truncate(n) // a reused file may be longer
 	}
+	if err == nil {
+		err = s.syncFile(f)
+	}
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
@@ -278,12 +327,12 @@ func (s *Spool) Put(m *Meta, body io.Reader, maxSize int64) error {
 	if err != nil {
 		return fmt.Errorf("spool: put %s: encode meta: %w", id, err)
 	}
-	if tmpMeta, err = s.metas.write(id+".meta.*", data); err != nil {
+	if tmpMeta, err = s.writeMeta(id, data); err != nil {
 		return fmt.Errorf("spool: put %s: write meta: %w", id, err)
 	}
 
 	// Both files reach the disk before either is renamed into place ...
-	if err = s.fsSync.sync(); err != nil {
+	if err = s.syncWrites(); err != nil {
 		return fmt.Errorf("spool: put %s: sync: %w", id, err)
 	}
 	// ... then they are renamed, body first, so that a meta is never seen
@@ -300,7 +349,7 @@ func (s *Spool) Put(m *Meta, body io.Reader, maxSize int64) error {
 	// acknowledged. (If the power fails before, the message was not
 	// acknowledged; on a file system that could persist the meta's rename
 	// without the body's, Scan quarantines the meta.)
-	if err = s.fsSync.sync(); err != nil {
+	if err = s.syncDirs(s.msgSync, s.metaSync); err != nil {
 		return fmt.Errorf("spool: put %s: commit: %w", id, err)
 	}
 	committed = true
@@ -391,17 +440,19 @@ func (r *recycler) create(pattern string) (*os.File, error) {
 	return os.CreateTemp(r.dir, pattern)
 }
 
-// write writes data to a file from create, truncated to its length, and
-// closes it (the caller syncs), and returns its path. On error the file is
-// removed.
-func (r *recycler) write(pattern string, data []byte) (string, error) {
-	f, err := r.create(pattern)
+// writeMeta writes a meta to a file in tmp/ (a kept one if any), synced
+// under SyncFiles, and returns its path. On error the file is removed.
+func (s *Spool) writeMeta(id string, data []byte) (string, error) {
+	f, err := s.metas.create(id + ".meta.*")
 	if err != nil {
 		return "", err
 	}
 	_, err = f.Write(data)
 	if err == nil {
-		err = f.Truncate(int64(len(data)))
+		err = f.Truncate(int64(len(data))) // a reused file may be longer
+	}
+	if err == nil {
+		err = s.syncFile(f)
 	}
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = cerr
@@ -463,11 +514,11 @@ func (s *Spool) Update(m *Meta) error {
 	if err != nil {
 		return fmt.Errorf("spool: update %s: encode meta: %w", id, err)
 	}
-	tmp, err := s.metas.write(id+".meta.*", data)
+	tmp, err := s.writeMeta(id, data)
 	if err != nil {
 		return fmt.Errorf("spool: update %s: write meta: %w", id, err)
 	}
-	if err := s.fsSync.sync(); err != nil {
+	if err := s.syncWrites(); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("spool: update %s: sync: %w", id, err)
 	}
@@ -475,7 +526,7 @@ func (s *Spool) Update(m *Meta) error {
 		os.Remove(tmp)
 		return fmt.Errorf("spool: update %s: commit meta: %w", id, err)
 	}
-	if err := s.fsSync.sync(); err != nil {
+	if err := s.syncDirs(s.metaSync); err != nil {
 		return fmt.Errorf("spool: update %s: commit meta: %w", id, err)
 	}
 	return nil
@@ -497,7 +548,7 @@ func (s *Spool) Remove(id string) error {
 			return fmt.Errorf("spool: remove %s: %w", id, err)
 		}
 		metaErr = err
-	} else if err := s.fsSync.sync(); err != nil {
+	} else if err := s.syncDirs(s.metaSync); err != nil {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
 	if err := s.bodies.keep(filepath.Join(s.msg, id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -505,6 +556,55 @@ func (s *Spool) Remove(id string) error {
 	}
 	if metaErr != nil {
 		return fmt.Errorf("spool: remove %s: %w", id, metaErr)
+	}
+	return nil
+}
+
+// syncFile fsyncs f, written and not yet closed, under SyncFiles; under
+// SyncFS syncWrites covers it.
+func (s *Spool) syncFile(f *os.File) error {
+	if s.mode == SyncFiles {
+		return f.Sync()
+	}
+	return nil
+}
+
+// syncWrites makes the files written and closed before the call durable:
+// under SyncFiles syncFile did.
+func (s *Spool) syncWrites() error {
+	if s.mode == SyncFS {
+		return s.fsSync.sync()
+	}
+	return nil
+}
+
+// syncDirs makes the renames and removals made in dirs before the call
+// durable: one shared syncfs under SyncFS, else the directories' shared
+// fsyncs, at the same time.
+func (s *Spool) syncDirs(dirs ...*syncer) error {
+	if s.mode == SyncFS {
+		return s.fsSync.sync()
+	}
+	errs := make(chan error, len(dirs))
+	for _, d := range dirs[1:] {
+		go func() { errs <- d.sync() }()
+	}
+	err := dirs[0].sync()
+	for range dirs[1:] {
+		err = cmp.Or(err, <-errs)
+	}
+	return err
+}
+
+// syncDir fsyncs a directory, making renames and removals in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
 	}
 	return nil
 }

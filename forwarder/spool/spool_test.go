@@ -87,7 +87,12 @@ func checkPattern(r io.Reader, pat string, n int64) error {
 
 func openSpool(t testing.TB) *Spool {
 	t.Helper()
-	s, err := Open(filepath.Join(t.TempDir(), "spool"))
+	return openSpoolMode(t, SyncFS)
+}
+
+func openSpoolMode(t testing.TB, mode SyncMode) *Spool {
+	t.Helper()
+	s, err := OpenMode(filepath.Join(t.TempDir(), "spool"), mode)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,7 +424,13 @@ func TestScanCleanup(t *testing.T) {
 }
 
 func TestConcurrent(t *testing.T) {
-	s := openSpool(t)
+	for _, mode := range []SyncMode{SyncFS, SyncFiles} {
+		t.Run(mode.String(), func(t *testing.T) { testConcurrent(t, mode) })
+	}
+}
+
+func testConcurrent(t *testing.T, mode SyncMode) {
+	s := openSpoolMode(t, mode)
 	const workers = 50
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
@@ -567,12 +578,22 @@ func TestBadIDs(t *testing.T) {
 // there, complete and verified, and that no half-written file remains.
 func TestCrash(t *testing.T) {
 	if dir := os.Getenv("SPOOL_CRASH"); dir != "" {
-		crashChild(dir)
+		mode, err := ParseSyncMode(os.Getenv("SPOOL_CRASH_MODE"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		crashChild(dir, mode)
 		return
 	}
 	if testing.Short() {
 		t.Skip("short")
 	}
+	for _, mode := range []SyncMode{SyncFS, SyncFiles} {
+		t.Run(mode.String(), func(t *testing.T) { testCrash(t, mode) })
+	}
+}
+
+func testCrash(t *testing.T, mode SyncMode) {
 	dir := filepath.Join(t.TempDir(), "spool")
 	acked := map[string]bool{} // acknowledged by Put, not (maybe) removed
 	removing := map[string]bool{}
@@ -580,7 +601,7 @@ func TestCrash(t *testing.T) {
 	total := 0
 	for round := range rounds {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrash$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "SPOOL_CRASH="+dir)
+		cmd.Env = append(os.Environ(), "SPOOL_CRASH="+dir, "SPOOL_CRASH_MODE="+mode.String())
 		cmd.Stderr = os.Stderr
 		out, err := cmd.StdoutPipe()
 		if err != nil {
@@ -616,7 +637,7 @@ func TestCrash(t *testing.T) {
 		}
 		cmd.Wait()
 
-		s, err := Open(dir)
+		s, err := OpenMode(dir, mode)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -663,8 +684,8 @@ func TestCrash(t *testing.T) {
 // crashChild runs until killed: 4 goroutines Put messages whose body is their
 // ID repeated, print "put ID" once Put returned nil, Update some, and Remove
 // some (printing "removing ID" first).
-func crashChild(dir string) {
-	s, err := Open(dir)
+func crashChild(dir string, mode SyncMode) {
+	s, err := OpenMode(dir, mode)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -953,5 +974,16 @@ func TestRecycle(t *testing.T) {
 	}
 	if left := dirNames(t, filepath.Join(s.Dir(), "tmp")); len(left) != 0 {
 		t.Fatalf("Scan left tmp/ %v", left)
+	}
+}
+
+func TestParseSyncMode(t *testing.T) {
+	for _, mode := range []SyncMode{SyncFS, SyncFiles} {
+		if got, err := ParseSyncMode(mode.String()); err != nil || got != mode {
+			t.Errorf("ParseSyncMode(%q) = %v, %v", mode.String(), got, err)
+		}
+	}
+	if _, err := ParseSyncMode("fsync"); err == nil {
+		t.Error("ParseSyncMode accepted fsync")
 	}
 }
