@@ -1,9 +1,9 @@
 package dnsserver
 
 import (
+	"bytes"
 	"encoding/binary"
-	"net"
-	"net/netip"
+	"hash/maphash"
 	"time"
 
 	"github.com/miekg/dns"
@@ -28,6 +28,12 @@ import (
 // Each UDP socket's reader has its own cache: no locks. An entry carries
 // the index generation it was built under; any change of the index
 // (a zone added, changed, removed) makes every older entry a miss.
+//
+// The cache is a map from a 64-bit hash of the key to a slot in a fixed
+// array of entries: small and free of pointers, so a lookup touches few
+// cache lines and the garbage collector does not scan it. An entry's
+// reply holds its key (the question), which a hit compares. A full cache
+// evicts with a CLOCK hand: entries hit since it last passed stay.
 
 // Default bounds of one socket's answer cache.
 const (
@@ -39,51 +45,98 @@ const (
 // without unpacking: its RCODE (metrics) and its RRL kind and name.
 type cachedAnswer struct {
 	msg     []byte
+	hash    uint64
 	gen     uint64
+	edns    bool // the key's EDNS flag (the rest of the key is in msg)
+	used    bool // hit since the CLOCK hand passed
 	rcode   uint8
 	kind    rrl.Kind
 	rrlName string
 }
 
-// answerCache is one socket's cache, bounded in entries and in bytes; a
-// new entry that does not fit evicts random ones.
+// answerCache is one socket's cache, bounded in entries and in bytes.
 type answerCache struct {
-	entries    map[string]cachedAnswer
-	bytes      int
-	maxEntries int
-	maxBytes   int
+	seed     maphash.Seed
+	index    map[uint64]int32 // key hash -> entries[i]
+	entries  []cachedAnswer   // len grows to maxEntries; msg nil: free
+	hand     int
+	bytes    int
+	maxBytes int
 }
 
 func newAnswerCache(maxEntries, maxBytes int) *answerCache {
-	return &answerCache{entries: make(map[string]cachedAnswer), maxEntries: maxEntries, maxBytes: maxBytes}
+	return &answerCache{seed: maphash.MakeSeed(), index: make(map[uint64]int32),
+		entries: make([]cachedAnswer, 0, maxEntries), maxBytes: maxBytes}
 }
 
-// get returns the entry of key if it was built under generation gen.
-func (c *answerCache) get(key []byte, gen uint64) (cachedAnswer, bool) {
-	a, ok := c.entries[string(key)]
-	return a, ok && a.gen == gen
+// size returns the number of entries held.
+func (c *answerCache) size() int { return len(c.index) }
+
+// get returns the entry of key if it was built under generation gen. The
+// entry is the cache's: read it before the next put.
+func (c *answerCache) get(key []byte, gen uint64) (*cachedAnswer, bool) {
+	i, ok := c.index[maphash.Bytes(c.seed, key)]
+	if !ok {
+		return nil, false
+	}
+	a := &c.entries[i]
+	q := len(key) - 1 // qname and qtype
+	if a.gen != gen || a.edns != (key[q] == 1) || len(a.msg) < 12+q || !bytes.Equal(a.msg[12:12+q], key[:q]) {
+		return nil, false
+	}
+	a.used = true
+	return a, true
 }
 
 // put stores a (its msg is copied) under key.
 func (c *answerCache) put(key []byte, a cachedAnswer) {
-	cost := len(key) + len(a.msg)
-	if cost > c.maxBytes || c.maxEntries <= 0 {
+	if len(a.msg) > c.maxBytes || cap(c.entries) == 0 {
 		return
 	}
-	if old, ok := c.entries[string(key)]; ok {
-		c.bytes -= len(key) + len(old.msg)
-		delete(c.entries, string(key))
-	}
-	for len(c.entries) >= c.maxEntries || c.bytes+cost > c.maxBytes {
-		for k, v := range c.entries { // map iteration starts at random
-			c.bytes -= len(k) + len(v.msg)
-			delete(c.entries, k)
-			break
-		}
-	}
+	a.hash, a.edns, a.used = maphash.Bytes(c.seed, key), key[len(key)-1] == 1, false
 	a.msg = append([]byte(nil), a.msg...)
-	c.entries[string(key)] = a
-	c.bytes += cost
+	i, ok := c.index[a.hash]
+	if ok {
+		c.bytes -= len(c.entries[i].msg)
+		c.entries[i] = cachedAnswer{}
+	} else {
+		i = c.free()
+	}
+	for c.bytes+len(a.msg) > c.maxBytes {
+		c.evict()
+	}
+	c.entries[i] = a
+	c.index[a.hash] = i
+	c.bytes += len(a.msg)
+}
+
+// free returns an unused entry, evicting one when all are taken.
+func (c *answerCache) free() int32 {
+	if len(c.entries) < cap(c.entries) {
+		c.entries = c.entries[:len(c.entries)+1]
+		return int32(len(c.entries) - 1)
+	}
+	return c.evict()
+}
+
+// evict empties the first entry under the CLOCK hand not used since the
+// hand last passed (a free one included) and returns it.
+func (c *answerCache) evict() int32 {
+	for {
+		i := c.hand
+		c.hand = (c.hand + 1) % len(c.entries)
+		a := &c.entries[i]
+		if a.used {
+			a.used = false
+			continue
+		}
+		if a.msg != nil {
+			delete(c.index, a.hash)
+			c.bytes -= len(a.msg)
+			*a = cachedAnswer{}
+		}
+		return int32(i)
+	}
 }
 
 // plainQuery reads pkt as a query the cache can answer: opcode QUERY, one
@@ -169,7 +222,7 @@ var optRR = [11]byte{0, 0, 41, maxUDPSize >> 8, maxUDPSize & 0xFF}
 func (h *Handler) fast(w *udpWriter, pkt []byte, a *cachedAnswer, qend int) {
 	out := w.buf[:0]
 	if h.rrl != nil {
-		switch h.rrl.Check(udpAddr(w.addr), a.kind, a.rrlName, time.Now()) {
+		switch h.rrl.Check(w.addr.Addr(), a.kind, a.rrlName, time.Now()) {
 		case rrl.Drop:
 			h.metrics.rrl("drop")
 			return
@@ -208,10 +261,4 @@ func (h *Handler) cacheable(w *udpWriter, gen uint64) (cachedAnswer, bool) {
 		a.kind, a.rrlName = kindOf(m), rrlName(m)
 	}
 	return a, true
-}
-
-// udpAddr is addrOf for a UDP address, without the interface conversion.
-func udpAddr(a *net.UDPAddr) netip.Addr {
-	ip, _ := netip.AddrFromSlice(a.IP)
-	return ip.Unmap()
 }

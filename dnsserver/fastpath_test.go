@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
-	"net"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -23,7 +23,7 @@ func testUDP(h *Handler) (*udpServer, *udpWriter) {
 	return u, &udpWriter{tp: tsigProvider{ix}}
 }
 
-var testClient = &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5353}
+var testClient = netip.MustParseAddrPort("192.0.2.1:5353")
 
 // run answers pkt through the cache (fast: u.handle) or the Handler alone
 // (u.slow) and returns a copy of the reply, nil when none.
@@ -181,7 +181,7 @@ func TestFastPathNotCached(t *testing.T) {
 				t.Errorf("%s:\n fast %x\n slow %x", name, got, want)
 			}
 		}
-		if n := len(u.cache.entries); n != 0 {
+		if n := u.cache.size(); n != 0 {
 			t.Errorf("%s: cached (%d entries)", name, n)
 		}
 	}
@@ -228,7 +228,7 @@ func TestFastPathRRL(t *testing.T) {
 			}
 		}
 	}
-	if len(fast.cache.entries) == 0 {
+	if fast.cache.size() == 0 {
 		t.Error("nothing cached with RRL on")
 	}
 }
@@ -293,24 +293,44 @@ func TestFastPathInvalidation(t *testing.T) {
 	}
 }
 
-// TestAnswerCacheBounds checks the entry and byte bounds.
+// TestAnswerCacheBounds checks the entry and byte bounds, and that what
+// is kept is found again.
 func TestAnswerCacheBounds(t *testing.T) {
 	c := newAnswerCache(10, 2000)
+	msg := func(i int) ([]byte, []byte) {
+		m := new(dns.Msg)
+		m.SetQuestion(fmt.Sprintf("n%d.test.", i), dns.TypeA)
+		b, _ := m.Pack()
+		b = append(b, make([]byte, i%200)...)
+		key, _, _, _ := plainQuery(b[:len(b)-i%200], nil)
+		return key, b
+	}
 	for i := range 1000 {
-		c.put(fmt.Appendf(nil, "key%d", i), cachedAnswer{msg: make([]byte, 50+i%200)})
-		if len(c.entries) > 10 || c.bytes > 2000 {
-			t.Fatalf("after %d puts: %d entries, %d bytes", i+1, len(c.entries), c.bytes)
+		key, b := msg(i)
+		c.put(key, cachedAnswer{msg: b})
+		if c.size() > 10 || c.bytes > 2000 {
+			t.Fatalf("after %d puts: %d entries, %d bytes", i+1, c.size(), c.bytes)
+		}
+		if a, ok := c.get(key, 0); !ok || !bytes.Equal(a.msg, b) {
+			t.Fatalf("put %d: not found", i)
 		}
 	}
-	sum := 0
-	for k, v := range c.entries {
-		sum += len(k) + len(v.msg)
+	sum, held := 0, 0
+	for _, a := range c.entries {
+		if a.msg != nil {
+			sum += len(a.msg)
+			held++
+		}
 	}
-	if sum != c.bytes {
-		t.Errorf("%d bytes counted, %d held", c.bytes, sum)
+	if sum != c.bytes || held != c.size() {
+		t.Errorf("%d bytes in %d entries counted, %d in %d held", c.bytes, c.size(), sum, held)
 	}
-	c.put([]byte("huge"), cachedAnswer{msg: make([]byte, 3000)})
-	if _, ok := c.entries["huge"]; ok {
+	if _, ok := c.get([]byte("\x02n9\x04test\x00\x00\x01\x00"), 1); ok {
+		t.Error("an entry of another generation was served")
+	}
+	key, _ := msg(5000)
+	c.put(key, cachedAnswer{msg: make([]byte, 3000)})
+	if _, ok := c.get(key, 0); ok {
 		t.Error("an entry over the byte bound was kept")
 	}
 }

@@ -147,7 +147,7 @@ func serve(h *Handler, prov tsigProvider, packet []byte, udp bool) ([][]byte, er
 	if udp {
 		u := &udpServer{h: h, tp: prov}
 		w := &udpWriter{tp: prov}
-		w.reset(&net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5353}, nil)
+		w.reset(testClient, nil)
 		u.slow(w, packet)
 		if w.out == nil {
 			return nil, nil

@@ -127,7 +127,11 @@ func (s *Server) Serve(ctx context.Context, pcs []net.PacketConn, l net.Listener
 	}()
 	tp := tsigProvider{s.ix}
 	for _, pc := range pcs {
-		u := newUDPServer(pc, s.handler, tp)
+		u, err := newUDPServer(pc, s.handler, tp)
+		if err != nil {
+			s.cancel()
+			return fmt.Errorf("dns: %w", err)
+		}
 		s.udp = append(s.udp, u)
 		s.wg.Add(1)
 		go func() {

@@ -1,37 +1,33 @@
 package dnsserver
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/miekg/dns"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 )
 
-// udpBatch is how many datagrams one recvmmsg/sendmmsg moves; udpBuf the
+// udpBatch is how many datagrams one read or write moves; udpBuf the
 // largest request read (a bigger one is cut and answered FORMERR).
 const (
 	udpBatch = 64
 	udpBuf   = 4096
 )
 
-// batchConn is the part of ipv4.PacketConn and ipv6.PacketConn used here.
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
 // udpServer answers one UDP socket from one goroutine, reading and writing
 // datagrams in batches (recvmmsg/sendmmsg on Linux): no goroutine and few
-// system calls per query, as Knot and NSD do. UPDATEs, which wait for
-// Redis, run on their own goroutine so they never hold up queries.
+// system calls per query, as Knot and NSD do. Plain queries are answered
+// from the socket's answer cache when it can (fastpath.go). UPDATEs,
+// which wait for Redis, run on their own goroutine so they never hold up
+// queries.
 type udpServer struct {
 	pc    net.PacketConn
-	bc    batchConn
+	io    packetIO
 	h     *Handler
 	tp    tsigProvider
 	cache *answerCache
@@ -39,81 +35,68 @@ type udpServer struct {
 	done  chan struct{}
 }
 
-func newUDPServer(pc net.PacketConn, h *Handler, tp tsigProvider) *udpServer {
-	u := &udpServer{pc: pc, h: h, tp: tp, cache: newAnswerCache(cacheEntries, cacheBytes),
-		key: make([]byte, 0, 260), done: make(chan struct{})}
-	if a, ok := pc.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
-		u.bc = ipv4.NewPacketConn(pc)
-	} else {
-		u.bc = ipv6.NewPacketConn(pc)
+func newUDPServer(pc net.PacketConn, h *Handler, tp tsigProvider) (*udpServer, error) {
+	io, err := newPacketIO(pc, udpBatch)
+	if err != nil {
+		return nil, err
 	}
-	return u
+	return &udpServer{pc: pc, io: io, h: h, tp: tp, cache: newAnswerCache(cacheEntries, cacheBytes),
+		key: make([]byte, 0, 260), done: make(chan struct{})}, nil
 }
 
 // serve runs until the socket is closed.
 func (u *udpServer) serve() {
 	defer close(u.done)
-	in := make([]ipv4.Message, udpBatch)
-	out := make([]ipv4.Message, 0, udpBatch)
-	bufs := make([][]byte, udpBatch)
 	outBufs := make([][]byte, udpBatch)
-	for i := range in {
-		bufs[i] = make([]byte, udpBuf)
-		in[i].Buffers = [][]byte{bufs[i]}
+	for i := range outBufs {
 		outBufs[i] = make([]byte, 0, maxUDPSize+512)
 	}
 	w := &udpWriter{tp: u.tp}
 	for {
-		n, err := u.bc.ReadBatch(in, 0)
+		n, err := u.io.read()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if isClosed(err) {
 				return
 			}
 			slog.Warn("dns udp read", "err", err)
 			continue
 		}
-		out = out[:0]
-		for i := 0; i < n; i++ {
-			addr, ok := in[i].Addr.(*net.UDPAddr)
-			if !ok || in[i].N < 12 {
+		for i := range n {
+			pkt, from := u.io.packet(i)
+			if len(pkt) < 12 {
 				continue
 			}
-			pkt := bufs[i][:in[i].N]
 			if opcode(pkt) == dns.OpcodeUpdate {
-				req := append([]byte(nil), pkt...)
-				go u.single(req, addr)
+				go u.single(bytes.Clone(pkt), from)
 				continue
 			}
-			w.reset(addr, outBufs[i][:0])
+			w.reset(from, outBufs[i][:0])
 			u.handle(w, pkt)
 			if w.out != nil {
 				outBufs[i] = w.out
-				out = append(out, ipv4.Message{Buffers: [][]byte{w.out}, Addr: addr})
+				u.io.reply(i, w.out)
 			}
 		}
-		for len(out) > 0 {
-			k, err := u.bc.WriteBatch(out, 0)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				slog.Debug("dns udp write", "err", err)
-				k = 1 // skip the datagram that failed
+		if err := u.io.flush(); err != nil {
+			if isClosed(err) {
+				return
 			}
-			out = out[k:]
+			slog.Debug("dns udp write", "err", err)
 		}
 	}
 }
 
 // single answers one request on its own goroutine.
-func (u *udpServer) single(pkt []byte, addr *net.UDPAddr) {
+func (u *udpServer) single(pkt []byte, from netip.AddrPort) {
 	w := &udpWriter{tp: u.tp}
-	w.reset(addr, nil)
+	w.reset(from, nil)
 	u.slow(w, pkt)
 	if w.out != nil {
-		u.pc.WriteTo(w.out, addr)
+		u.pc.WriteTo(w.out, w.RemoteAddr())
 	}
 }
+
+func isClosed(err error) bool { return errors.Is(err, net.ErrClosed) }
 
 func opcode(pkt []byte) int { return int(pkt[2]>>3) & 0xF }
 
@@ -129,7 +112,7 @@ func (u *udpServer) handle(w *udpWriter, pkt []byte) {
 	// a zone that changed meanwhile is already stale when stored.
 	gen := u.h.ix.generation()
 	if a, hit := u.cache.get(key, gen); hit && len(a.msg) <= size {
-		u.h.fast(w, pkt, &a, len(key)+13) // header, qname, qtype, qclass
+		u.h.fast(w, pkt, a, len(key)+13) // header, qname, qtype, qclass
 		return
 	}
 	u.slow(w, pkt)
@@ -172,7 +155,8 @@ func (u *udpServer) slow(w *udpWriter, pkt []byte) {
 // packed into out, sent by the batch.
 type udpWriter struct {
 	tp         tsigProvider
-	addr       *net.UDPAddr
+	addr       netip.AddrPort
+	remote     *net.UDPAddr // addr, made when the Handler asks
 	out        []byte
 	buf        []byte
 	msg        *dns.Msg // the reply WriteMsg packed, for the answer cache
@@ -180,16 +164,21 @@ type udpWriter struct {
 	requestMAC string
 }
 
-func (w *udpWriter) reset(addr *net.UDPAddr, buf []byte) {
-	w.addr, w.buf, w.out, w.msg, w.tsigStatus, w.requestMAC = addr, buf, nil, nil, nil, ""
+func (w *udpWriter) reset(addr netip.AddrPort, buf []byte) {
+	w.addr, w.remote, w.buf, w.out, w.msg, w.tsigStatus, w.requestMAC = addr, nil, buf, nil, nil, nil, ""
 }
 
-func (w *udpWriter) LocalAddr() net.Addr  { return nil }
-func (w *udpWriter) RemoteAddr() net.Addr { return w.addr }
-func (w *udpWriter) TsigStatus() error    { return w.tsigStatus }
-func (w *udpWriter) TsigTimersOnly(bool)  {}
-func (w *udpWriter) Hijack()              {}
-func (w *udpWriter) Close() error         { return nil }
+func (w *udpWriter) LocalAddr() net.Addr { return nil }
+func (w *udpWriter) RemoteAddr() net.Addr {
+	if w.remote == nil {
+		w.remote = net.UDPAddrFromAddrPort(w.addr)
+	}
+	return w.remote
+}
+func (w *udpWriter) TsigStatus() error   { return w.tsigStatus }
+func (w *udpWriter) TsigTimersOnly(bool) {}
+func (w *udpWriter) Hijack()             {}
+func (w *udpWriter) Close() error        { return nil }
 
 // WriteMsg packs m, signing it when it carries a TSIG record (the request
 // was signed and verified).
