@@ -219,6 +219,7 @@ func TestSwaks(t *testing.T) {
 	if !strings.Contains(string(m.Data), "via swaks") || m.From != "alice@sender.test" {
 		t.Fatalf("home server got %+v", m)
 	}
+	waitFor(t, 5*time.Second, "delivered mail leaves the queue", func() bool { return e.f.Queue().Len() == 0 })
 	// A domain not forwarded here is refused, and nothing is queued.
 	out, err = exec.Command("swaks", "--server", e.addr, "--from", "alice@sender.test", "--to", "bob@elsewhere.example").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "550 5.7.1") {
@@ -297,6 +298,17 @@ func TestTargetEdited(t *testing.T) {
 	if mustHeader(t, m.Data, "Subject") != "moved" {
 		t.Fatalf("new target got %q", m.Data)
 	}
+	e.stopBefore(newHome)
+}
+
+// stopBefore stops the forwarder, which closes its pooled connections, for
+// a test whose home server started after the forwarder: that server's
+// cleanup, which fails on connections left open, runs before the
+// forwarder's.
+func (e *env) stopBefore(*smtptest.Server) {
+	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+	defer cancel()
+	e.f.Shutdown(ctx)
 }
 
 // checkDSN parses a delivery status notification (RFC 3464) and returns

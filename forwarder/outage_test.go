@@ -193,11 +193,7 @@ func TestRedisStoppedMidRun(t *testing.T) {
 		ds, err := st.Deliveries(bg, "example.com", 10)
 		return err == nil && len(ds) > 0 && ds[0].Event == "delivered" && ds[0].Target == "home.example.com:"+port(t, newHome.Addr)
 	})
-	// newHome started after the forwarder, so its leak check runs first:
-	// stop the forwarder now, which closes its pooled connection to newHome.
-	sctx, cancel := context.WithTimeout(bg, 10*time.Second)
-	defer cancel()
-	e.f.Shutdown(sctx)
+	e.stopBefore(newHome)
 }
 
 // TestIndexNeverLoaded: Redis is down before the smtp role starts, so the
@@ -208,7 +204,7 @@ func TestIndexNeverLoaded(t *testing.T) {
 	srv := storetest.Start(t)
 	st := openOn(t, srv)
 	e := populate(t, st)
-	srv.Stop()
+	srv.Shutdown() // the zones must be there when it comes back
 	serveEnv(t, e, []time.Duration{200 * time.Millisecond}, time.Hour)
 	if e.f.Index().Loaded() {
 		t.Fatal("index loaded without Redis")

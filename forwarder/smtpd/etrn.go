@@ -33,8 +33,13 @@ func (l *etrnListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &etrnConn{Conn: c, in: bufio.NewReaderSize(c, 4096), flush: l.flush}, nil
+	return &etrnConn{Conn: c, in: bufio.NewReaderSize(c, readBuffer), flush: l.flush}, nil
 }
+
+// readBuffer is how much of a client's stream one read takes from the
+// socket: go-smtp reads 4 KiB at a time, and a message body served from
+// here costs a copy rather than a system call.
+const readBuffer = 32 << 10
 
 type etrnMode int
 
@@ -75,6 +80,8 @@ func (c *etrnConn) Read(p []byte) (int, error) {
 		switch mode {
 		case modeRaw:
 			return c.in.Read(p)
+		case modeData:
+			return c.readData(p)
 		case modeBDAT:
 			if int64(len(p)) > chunk {
 				p = p[:chunk]
@@ -87,11 +94,12 @@ func (c *etrnConn) Read(p []byte) (int, error) {
 			c.mu.Unlock()
 			return n, err
 		}
-		line, err := c.in.ReadSlice('\n')
+		line, err := c.nextLine()
 		if len(line) > 0 {
 			c.line(line)
+			c.in.Discard(len(line))
 		}
-		if err != nil && err != bufio.ErrBufferFull {
+		if err != nil {
 			c.mu.Lock()
 			empty := len(c.pending) == 0
 			c.mu.Unlock()
@@ -102,6 +110,50 @@ func (c *etrnConn) Read(p []byte) (int, error) {
 	}
 }
 
+// maxCommandLine is the most of a command line the wrapper holds: a longer
+// one is handed on in pieces, for go-smtp to refuse.
+const maxCommandLine = 4096
+
+// nextLine returns the client's next line through its LF, or the first
+// maxCommandLine bytes of a longer one, or what is left with the read
+// error. It stays in c.in (valid until the next read): the caller discards it.
+func (c *etrnConn) nextLine() ([]byte, error) {
+	seen := 0 // bytes known to hold no LF
+	for {
+		buf, _ := c.in.Peek(min(c.in.Buffered(), maxCommandLine))
+		if i := bytes.IndexByte(buf[seen:], '\n'); i >= 0 {
+			return buf[:seen+i+1], nil
+		}
+		if seen = len(buf); seen == maxCommandLine {
+			return buf, nil
+		}
+		if _, err := c.in.Peek(seen + 1); err != nil {
+			buf, _ = c.in.Peek(c.in.Buffered())
+			return buf, err
+		}
+	}
+}
+
+// readData hands go-smtp message body bytes, up to and including the
+// end-of-data line, and then goes back to reading commands.
+func (c *etrnConn) readData(p []byte) (int, error) {
+	if c.in.Buffered() == 0 {
+		if _, err := c.in.Peek(1); err != nil {
+			return 0, err
+		}
+	}
+	buf, _ := c.in.Peek(min(c.in.Buffered(), len(p)))
+	c.mu.Lock()
+	n, ended := c.data.scan(buf)
+	if ended {
+		c.mode, c.partial = modeCommand, false
+	}
+	c.mu.Unlock()
+	copy(p, buf[:n])
+	c.in.Discard(n)
+	return n, nil
+}
+
 // line classifies one client line (or the start of an over-long one) and
 // queues what go-smtp should see.
 func (c *etrnConn) line(b []byte) {
@@ -110,13 +162,6 @@ func (c *etrnConn) line(b []byte) {
 	complete := b[len(b)-1] == '\n'
 	startOfLine := !c.partial
 	c.partial = !complete
-	if c.mode == modeData {
-		if c.data.end(b) {
-			c.mode = modeCommand
-		}
-		c.pending = append(c.pending, b...)
-		return
-	}
 	if !startOfLine {
 		c.pending = append(c.pending, b...)
 		return
@@ -213,41 +258,58 @@ const (
 	dataMiddle                     // inside a line
 )
 
-// end feeds b and reports whether it ended with the end-of-data line.
-func (s *dataState) end(b []byte) bool {
-	for _, ch := range b {
-		switch *s {
-		case dataBeginLine:
-			switch ch {
-			case '.':
-				*s = dataDot
-			case '\r':
-				*s = dataCR
-			default:
-				*s = dataMiddle
+// scan feeds b and returns how much of it is body: all of it, or up to and
+// including the LF of the end-of-data line (ended).
+func (s *dataState) scan(b []byte) (n int, ended bool) {
+	for i := 0; i < len(b); i++ {
+		if *s == dataMiddle {
+			// Inside a line only a CR changes anything: skip to it.
+			j := bytes.IndexByte(b[i:], '\r')
+			if j < 0 {
+				return len(b), false
 			}
-		case dataDot:
-			if ch == '\r' {
-				*s = dataDotCR
-			} else {
-				*s = dataMiddle
-			}
-		case dataDotCR:
-			if ch == '\n' { // b ends here: it ends at its first LF
-				*s = dataBeginLine
-				return true
-			}
+			i += j
+		}
+		if s.step(b[i]) {
+			return i + 1, true
+		}
+	}
+	return len(b), false
+}
+
+// step feeds one byte and reports whether it ended the end-of-data line.
+func (s *dataState) step(ch byte) bool {
+	switch *s {
+	case dataBeginLine:
+		switch ch {
+		case '.':
+			*s = dataDot
+		case '\r':
+			*s = dataCR
+		default:
 			*s = dataMiddle
-		case dataCR:
-			if ch == '\n' {
-				*s = dataBeginLine
-			} else {
-				*s = dataMiddle
-			}
-		case dataMiddle:
-			if ch == '\r' {
-				*s = dataCR
-			}
+		}
+	case dataDot:
+		if ch == '\r' {
+			*s = dataDotCR
+		} else {
+			*s = dataMiddle
+		}
+	case dataDotCR:
+		if ch == '\n' {
+			*s = dataBeginLine
+			return true
+		}
+		*s = dataMiddle
+	case dataCR:
+		if ch == '\n' {
+			*s = dataBeginLine
+		} else {
+			*s = dataMiddle
+		}
+	case dataMiddle:
+		if ch == '\r' {
+			*s = dataCR
 		}
 	}
 	return false

@@ -24,10 +24,11 @@ import (
 
 // Server is one redis-server process.
 type Server struct {
-	Addr string // 127.0.0.1:port
-	dir  string
-	cmd  *exec.Cmd
-	mu   sync.Mutex
+	Addr   string // 127.0.0.1:port
+	dir    string
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has exited
+	mu     sync.Mutex
 }
 
 // Start starts a redis-server with append-only persistence in a new
@@ -98,7 +99,7 @@ func (s *Server) run(bin, addr string) error {
 		}
 		if ping(addr) {
 			s.mu.Lock()
-			s.Addr, s.cmd = addr, cmd
+			s.Addr, s.cmd, s.exited = addr, cmd, exited
 			s.mu.Unlock()
 			return nil
 		}
@@ -136,6 +137,26 @@ func (s *Server) Stop() {
 	cmd.Process.Kill()
 	for ping(s.Addr) {
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Shutdown stops the server cleanly (SIGTERM: Redis writes out its
+// append-only file) and waits for it to exit, for a test that needs Redis
+// gone but its data kept; Stop is the crash.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-exited
 	}
 }
 
