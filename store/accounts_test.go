@@ -310,13 +310,28 @@ func TestNoSecretsAtRest(t *testing.T) {
 	if _, err := s.LookupToken(bg, tok1); err != nil {
 		t.Fatal(err)
 	}
+	uk1, _, err := s.CreateUpdateKey(bg, "example.com", "home")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uk2, k2, err := s.CreateUpdateKey(bg, "example.com", "office")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeUpdateKey(bg, "acme", "example.com", k2.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.LookupUpdateKey(bg, uk1); err != nil {
+		t.Fatal(err)
+	}
 
 	dump := dumpKeyspace(t, rawClient(t, url))
-	if !strings.Contains(dump, "$argon2id$") || !strings.Contains(dump, "alice@example.com") {
+	if !strings.Contains(dump, "$argon2id$") || !strings.Contains(dump, "alice@example.com") || !strings.Contains(dump, "home.example.com") {
 		t.Fatalf("the dump does not hold the users; it is:\n%s", dump)
 	}
 	for _, secret := range []string{pw1, pw2, tok1, tok2,
-		strings.TrimPrefix(tok1, "mxp_"), strings.TrimPrefix(tok2, "mxp_")} {
+		strings.TrimPrefix(tok1, "mxp_"), strings.TrimPrefix(tok2, "mxp_"),
+		uk1, uk2, strings.TrimPrefix(uk1, "mxu_"), strings.TrimPrefix(uk2, "mxu_")} {
 		if strings.Contains(dump, secret) {
 			t.Errorf("secret %q stored in clear", secret)
 		}
