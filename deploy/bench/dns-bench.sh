@@ -7,7 +7,8 @@
 # mxport answers it with --mx-hosts, as in production. RRL is off on every server (NSD's
 # too), as the harness requires.
 #
-# Usage (from the repo root):  deploy/bench/dns-bench.sh
+# Usage (from the repo root):  flock /tmp/mxbench.lock deploy/bench/dns-bench.sh
+# (the lock keeps load runs of everyone sharing the machine from overlapping)
 # Env: SHARED_BENCH (../shared/bench), MXPORT_DNS_PORT (5353), REDIS_PORT (6391),
 #      and the harness's own knobs (ROUNDS, MODES, DURATION, MAX_QPS, ZONES, ...).
 set -euo pipefail
