@@ -73,7 +73,7 @@ func (h *handler) acme(c echo.Context, present bool) error {
 	if aerr != nil {
 		return c.JSON(http.StatusBadRequest, aerr)
 	}
-	zd, owner, err := h.findZone(ctx, p, name)
+	zd, owner, err := h.findZone(ctx, caller{p: p}, name)
 	if errors.Is(err, store.ErrNotFound) {
 		return c.JSON(http.StatusNotFound, acmeError{Error: "no zone of yours holds " + name, Field: "fqdn"})
 	}

@@ -122,6 +122,27 @@ func TestDdclient(t *testing.T) {
 			t.Fatalf("A = %v", got)
 		}
 	})
+	t.Run("update key", func(t *testing.T) {
+		key, _, err := e.st.CreateUpdateKey(e.ctx, "example.com", "router")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// ddclient sends both hosts in one request and reads a line each.
+		out := run(t, key, "router.example.com,www.example.com")
+		if !strings.Contains(out, "SUCCESS:  updating router.example.com") {
+			t.Errorf("ddclient output has no success for router.example.com")
+		}
+		if !strings.Contains(out, "FAILED:   updating www.example.com") || !strings.Contains(out, "nohost") {
+			t.Errorf("ddclient output has no nohost failure for www.example.com")
+		}
+		if got := e.rrset(t, "example.com", "router", "A"); !slices.Equal(got, []string{"60 192.0.2.55"}) {
+			t.Fatalf("A = %v, want 192.0.2.55", got)
+		}
+		if got := e.rrset(t, "example.com", "www", "A"); got != nil {
+			t.Fatalf("www A = %v after an update key for another host", got)
+		}
+		waitDNS(t, dnsAddr, "router.example.com.", "192.0.2.55")
+	})
 }
 
 func TestInadyn(t *testing.T) {
@@ -180,6 +201,26 @@ func TestInadyn(t *testing.T) {
 		out := run(t, e.alice, "inadyn.nowhere.invalid", "192.0.2.69")
 		if !strings.Contains(out, "nohost") || strings.Contains(out, "Successful alias table update") {
 			t.Errorf("inadyn output has no failed update with nohost")
+		}
+	})
+	t.Run("update key", func(t *testing.T) {
+		key, _, err := e.st.CreateUpdateKey(e.ctx, "example.com", "inadyn-key")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := run(t, key, "inadyn-key.example.com", "192.0.2.70")
+		if !strings.Contains(out, "Successful alias table update for inadyn-key.example.com") {
+			t.Errorf("inadyn output has no successful update")
+		}
+		if got := e.rrset(t, "example.com", "inadyn-key", "A"); !slices.Equal(got, []string{"60 192.0.2.70"}) {
+			t.Fatalf("A = %v, want 192.0.2.70", got)
+		}
+		out = run(t, key, "inadyn.example.com", "192.0.2.71")
+		if !strings.Contains(out, "nohost") || strings.Contains(out, "Successful alias table update") {
+			t.Errorf("inadyn output has no failed update with nohost for another host")
+		}
+		if got := e.rrset(t, "example.com", "inadyn", "A"); !slices.Equal(got, []string{"60 192.0.2.67"}) {
+			t.Fatalf("inadyn A = %v, want 192.0.2.67 untouched", got)
 		}
 	})
 }

@@ -1,6 +1,8 @@
 // Package dyndns serves the dyndns2 protocol (/nic/update) as ddclient and
 // inadyn speak it, and the lego httpreq ACME helper; an update of a zone's
-// forwarding target flushes that zone's waiting mail.
+// forwarding target flushes that zone's waiting mail. /nic/update takes an
+// API token or a per-host update key (store.UpdateKey) as the password; the
+// ACME helpers take API tokens only.
 //
 // It knows no Redis: every read and write goes through package store, every
 // access decision through package auth. It never returns an error to echo's
@@ -31,14 +33,15 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-For is believed;
 	// from any other peer the client address is the TCP peer's.
 	TrustedProxies []netip.Prefix
-	// RequestsPerMinute limits the requests of one API token to
-	// /nic/update and the ACME helpers (a burst of that many, refilled
+	// RequestsPerMinute limits the requests of one API token (or one
+	// per-host update key) to /nic/update and the ACME helpers (a burst of that many, refilled
 	// evenly over a minute); 0 means DefaultRequestsPerMinute. Beyond it
 	// /nic/update answers "abuse" and the ACME helpers 429.
 	RequestsPerMinute int
 }
 
-// DefaultRequestsPerMinute is the per-token limit when Config leaves it 0.
+// DefaultRequestsPerMinute is the per-token (and per-update-key) limit when
+// Config leaves it 0.
 const DefaultRequestsPerMinute = 30
 
 // MaxHosts is the most hostnames one /nic/update may name; more gets
@@ -94,11 +97,46 @@ const (
 	code911     = "911"
 )
 
+// caller is who asks for an update: an API token's principal, or a
+// per-host update key (store.UpdateKey), which may update its own host
+// name only.
+type caller struct {
+	p   *auth.Principal
+	key *store.UpdateKey
+}
+
+// limitKey is the rate limiter's key: the token's or the update key's id.
+func (w caller) limitKey() string {
+	if w.key != nil {
+		return "uk:" + w.key.ID
+	}
+	return w.p.TokenID
+}
+
+// authenticate reads HTTP basic auth whose password is an update key
+// (store.IsUpdateKey) or an API token; the user name is not checked.
+// Unknown credentials give auth.ErrUnauthenticated.
+func (h *handler) authenticate(c echo.Context) (caller, error) {
+	_, pass, ok := c.Request().BasicAuth()
+	if !ok || !store.IsUpdateKey(pass) {
+		p, err := h.auth.Basic(c)
+		return caller{p: p}, err
+	}
+	k, err := h.st.LookupUpdateKey(c.Request().Context(), pass)
+	if errors.Is(err, store.ErrNotFound) {
+		return caller{}, auth.ErrUnauthenticated
+	}
+	if err != nil {
+		return caller{}, err
+	}
+	return caller{key: &k}, nil
+}
+
 // update serves /nic/update: one reply line per hostname, in order.
 func (h *handler) update(c echo.Context) error {
 	r := c.Request()
 	ctx := r.Context()
-	p, err := h.auth.Basic(c)
+	who, err := h.authenticate(c)
 	if errors.Is(err, auth.ErrUnauthenticated) {
 		// 401 and the code in the body: inadyn reads either; ddclient
 		// 3.10 logs "authorization failed" on the status alone.
@@ -116,8 +154,8 @@ func (h *handler) update(c echo.Context) error {
 	case len(hosts) > MaxHosts:
 		return c.String(http.StatusOK, codeNumhost+"\n")
 	}
-	if !h.limit.allow(p.TokenID, time.Now()) {
-		slog.Warn("dyndns abuse", "token", p.TokenID, "remote", r.RemoteAddr)
+	if !h.limit.allow(who.limitKey(), time.Now()) {
+		slog.Warn("dyndns abuse", "token", who.limitKey(), "remote", r.RemoteAddr)
 		return c.String(http.StatusOK, repeatLine(codeAbuse, len(hosts)))
 	}
 	v4, v6 := parseAddrs(c.FormValue("myip"), c.FormValue("myipv6"))
@@ -133,7 +171,7 @@ func (h *handler) update(c echo.Context) error {
 	line := ""
 	for _, host := range hosts {
 		if line != code911 { // once the store failed, spare the rest its timeouts
-			line = h.updateHost(ctx, p, host, v4, v6, flushed)
+			line = h.updateHost(ctx, who, host, v4, v6, flushed)
 		}
 		b.WriteString(line)
 		b.WriteByte('\n')
@@ -141,17 +179,22 @@ func (h *handler) update(c echo.Context) error {
 	return c.String(http.StatusOK, b.String())
 }
 
-// updateHost sets one hostname's addresses and returns its reply line.
-func (h *handler) updateHost(ctx context.Context, p *auth.Principal, host string, v4, v6 netip.Addr, flushed map[string]bool) string {
+// updateHost sets one hostname's addresses and returns its reply line. An
+// update key's caller gets "nohost" for any name but the key's own, as for
+// a name it has no zone of.
+func (h *handler) updateHost(ctx context.Context, who caller, host string, v4, v6 netip.Addr, flushed map[string]bool) string {
 	name, ok := hostName(host)
 	if !ok {
 		return codeNotfqdn
+	}
+	if who.key != nil && name != who.key.Host {
+		return codeNohost
 	}
 	if !v4.IsValid() && !v6.IsValid() {
 		return code911 // no address at all: not even the peer's parsed
 	}
 	for attempt := 0; ; attempt++ {
-		zd, owner, err := h.findZone(ctx, p, name)
+		zd, owner, err := h.findZone(ctx, who, name)
 		if errors.Is(err, store.ErrNotFound) {
 			return codeNohost
 		}
@@ -262,15 +305,18 @@ func (h *handler) flushIfTarget(ctx context.Context, zd store.ZoneData, host str
 
 // findZone finds the hosted zone that name (canonical, no trailing dot) is
 // in, by longest suffix, and name's owner inside it. A name whose zone is
-// missing, or belongs to a tenant p may not act for, gives
-// store.ErrNotFound; the nearest zone decides (a parent zone p owns does
-// not make a name inside another tenant's child zone p's).
-func (h *handler) findZone(ctx context.Context, p *auth.Principal, name string) (store.ZoneData, string, error) {
+// missing, or belongs to a tenant who may not act for, gives
+// store.ErrNotFound; the nearest zone decides (a parent zone who owns does
+// not make a name inside another tenant's child zone who's). An update key
+// may act in its own zone only: the same name, account and generation.
+func (h *handler) findZone(ctx context.Context, who caller, name string) (store.ZoneData, string, error) {
 	for suffix := name; suffix != ""; {
 		zd, err := h.st.ZoneData(ctx, suffix)
 		if err == nil {
-			ok, err := h.auth.CanAccessAccount(ctx, p, zd.Account)
-			if err != nil {
+			ok := false
+			if k := who.key; k != nil {
+				ok = zd.Name == k.Zone && zd.Account == k.Account && zd.Gen == k.Gen
+			} else if ok, err = h.auth.CanAccessAccount(ctx, who.p, zd.Account); err != nil {
 				return store.ZoneData{}, "", err
 			}
 			if !ok {
