@@ -1,10 +1,11 @@
 // Package api is the REST API under /api/v1 (DESIGN.md's contract and its
 // extensions): zones, records, the delivery log and queue, zone import and
-// export, accounts, users, API tokens and TSIG keys. Every request carries
-// a bearer token; every handler checks tenancy through package auth, and a
-// zone of another tenant answers 404 exactly like a missing one. Handlers
-// return errors; package panel's error handler turns them into
-// {"error","field"} answers. It knows no Redis and no HTML.
+// export, accounts, users, API tokens, TSIG keys and per-host dyndns update
+// keys. Every request carries a bearer token (an API token; an update key is
+// none); every handler checks tenancy through package auth, and a zone of
+// another tenant answers 404 exactly like a missing one. Handlers return
+// errors; package panel's error handler turns them into {"error","field"}
+// answers. It knows no Redis and no HTML.
 package api
 
 import (
@@ -58,6 +59,9 @@ func Register(g *echo.Group, st *store.Store, a *auth.Authenticator) {
 	g.GET("/zones/:zone/tsig", h.listTSIG, b)
 	g.POST("/zones/:zone/tsig", h.createTSIG, b)
 	g.DELETE("/zones/:zone/tsig/:name", h.deleteTSIG, b)
+	g.GET("/zones/:zone/updatekeys", h.listUpdateKeys, b)
+	g.POST("/zones/:zone/updatekeys", h.createUpdateKey, b)
+	g.DELETE("/zones/:zone/updatekeys/:id", h.deleteUpdateKey, b)
 	g.GET("/accounts", h.listAccounts, b)
 	g.POST("/accounts", h.createAccount, b)
 	g.GET("/accounts/:id", h.getAccount, b)

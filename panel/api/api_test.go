@@ -358,6 +358,10 @@ func TestCrossTenant(t *testing.T) {
 	e.zone("cust2", "other.test")
 	r := e.addRecord("cust2", "other.test", "www", "A", 300, "192.0.2.1")
 	e.zone("cust3", "third.test")
+	_, uk, err := e.st.CreateUpdateKey(context.Background(), "other.test", "home")
+	if err != nil {
+		t.Fatal(err)
+	}
 	rec := map[string]any{"name": "x", "type": "A", "ttl": 300, "data": "192.0.2.9"}
 	calls := []struct {
 		method, path string
@@ -376,6 +380,9 @@ func TestCrossTenant(t *testing.T) {
 		{"GET", "/api/v1/zones/%s/tsig", nil},
 		{"POST", "/api/v1/zones/%s/tsig", map[string]string{"name": "k1"}},
 		{"DELETE", "/api/v1/zones/%s/tsig/k1", nil},
+		{"GET", "/api/v1/zones/%s/updatekeys", nil},
+		{"POST", "/api/v1/zones/%s/updatekeys", map[string]string{"host": "home"}},
+		{"DELETE", "/api/v1/zones/%s/updatekeys/" + uk.ID, nil},
 	}
 	for _, who := range []string{"cust", "reg", "reg2"} {
 		for _, zone := range []string{"other.test", "missing.test"} {
@@ -395,6 +402,9 @@ func TestCrossTenant(t *testing.T) {
 	zd, err := e.st.ZoneData(context.Background(), "other.test")
 	if err != nil || len(zd.Records) != 3 {
 		t.Errorf("other.test after the attempts: %v %+v", err, zd.Records)
+	}
+	if ks, err := e.st.UpdateKeys(context.Background(), "cust2", ""); err != nil || len(ks) != 1 || ks[0].ID != uk.ID {
+		t.Errorf("other.test's update keys after the attempts: %v %+v", err, ks)
 	}
 	// reg2 may touch its customer's zone; reg may not.
 	e.want(e.do("GET", "/api/v1/zones/third.test", "reg2", nil), 200, "registrar reads its customer's zone")
