@@ -101,6 +101,23 @@ func TestServeHTTP(t *testing.T) {
 	if code != 200 || json.Unmarshal([]byte(body), &zones) != nil || len(zones) != 1 || zones[0].Name != "example.com" {
 		t.Errorf("list zones: %d %s", code, body)
 	}
+	// A per-host update key made by the CLI updates its host through
+	// /nic/update, and is no API token.
+	key := strings.TrimSpace(ok(t, env, "", "updatekey", "create", "example.com", "home"))
+	req, _ = http.NewRequest("GET", base+"/nic/update?hostname=home.example.com,www.example.com&myip=192.0.2.9", nil)
+	req.SetBasicAuth("router", key)
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || string(b) != "good 192.0.2.9\nnohost\n" {
+		t.Errorf("/nic/update with an update key: %d %q", res.StatusCode, b)
+	}
+	if code, body := get("/api/v1/zones", key); code != 401 {
+		t.Errorf("update key as bearer: %d %s", code, body)
+	}
 	_, metrics := get("/metrics", "")
 	for _, want := range []string{"go_goroutines", "process_cpu_seconds_total", "mxport_http_requests_total", "mxport_dns_", "mxport_queue_messages", "mxport_delivery_connections_total"} {
 		if !strings.Contains(metrics, want) {

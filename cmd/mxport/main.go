@@ -1,6 +1,7 @@
 // Command mxport is the mxport DNS hosting service with MX port forwarding:
 // "mxport serve" runs the dns, smtp and http roles; the other subcommands
-// manage the store (accounts, tokens, zones, records, TSIG keys).
+// manage the store (accounts, tokens, zones, records, TSIG keys, dyndns
+// update keys).
 //
 // Every flag has an MXPORT_* environment variable (see DESIGN.md); a flag
 // given on the command line wins. Errors are one line on stderr and a
@@ -45,6 +46,9 @@ const usage = `usage: mxport COMMAND [flags]
   record remove ZONE ID
   tsig create NAME --zone ZONE [--algorithm hmac-sha256|hmac-sha512|hmac-sha1]
   tsig list | tsig delete NAME
+  updatekey create ZONE HOST                 print one new dyndns update key for HOST
+  updatekey list ZONE                        one key a line: ID HOST CREATED LAST-USED
+  updatekey revoke ZONE ID
   queue list | flush [DOMAIN] | remove ID
   version
 
@@ -100,7 +104,7 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		return nil
 	case "serve":
 		return c.serve(ctx, rest)
-	case "token", "user", "zone", "record", "tsig", "queue":
+	case "token", "user", "zone", "record", "tsig", "updatekey", "queue":
 		if sub == "" {
 			return usagef("%s: missing subcommand", cmd)
 		}
@@ -140,6 +144,18 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 	case "tsig delete":
 		return simple(ctx, "tsig delete", rest, []string{"NAME"}, func(s *store.Store, a []string) error {
 			return s.DeleteTSIGKey(ctx, a[0])
+		})
+	case "updatekey create":
+		return c.updateKeyCreate(ctx, rest)
+	case "updatekey list":
+		return c.updateKeyList(ctx, rest)
+	case "updatekey revoke":
+		return simple(ctx, "updatekey revoke", rest, []string{"ZONE", "ID"}, func(s *store.Store, a []string) error {
+			zd, err := s.ZoneData(ctx, a[0])
+			if err != nil {
+				return err
+			}
+			return s.RevokeUpdateKey(ctx, zd.Account, zd.Name, a[1])
 		})
 	case "queue list":
 		return c.queueList(ctx, rest)
@@ -512,6 +528,46 @@ func (c *cli) tsigList(ctx context.Context, args []string) error {
 		}
 		for _, k := range keys {
 			fmt.Fprintf(c.out, "%s %s %s\n", k.Name, strings.TrimSuffix(k.Algorithm, "."), strings.Join(k.Zones, ","))
+		}
+		return nil
+	})
+}
+
+func (c *cli) updateKeyCreate(ctx context.Context, args []string) error {
+	cmd := newCommand("updatekey create")
+	if err := cmd.parse(args, "ZONE", "HOST"); err != nil {
+		return err
+	}
+	return cmd.with(ctx, func(s *store.Store) error {
+		secret, _, err := s.CreateUpdateKey(ctx, cmd.args[0], cmd.args[1])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(c.out, secret)
+		return nil
+	})
+}
+
+func (c *cli) updateKeyList(ctx context.Context, args []string) error {
+	cmd := newCommand("updatekey list")
+	if err := cmd.parse(args, "ZONE"); err != nil {
+		return err
+	}
+	return cmd.with(ctx, func(s *store.Store) error {
+		zd, err := s.ZoneData(ctx, cmd.args[0])
+		if err != nil {
+			return err
+		}
+		keys, err := s.UpdateKeys(ctx, zd.Account, zd.Name)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			used := "never"
+			if !k.LastUsed.IsZero() {
+				used = k.LastUsed.Format(time.RFC3339)
+			}
+			fmt.Fprintf(c.out, "%s %s %s %s\n", k.ID, k.Host, k.Created.Format(time.RFC3339), used)
 		}
 		return nil
 	})

@@ -277,6 +277,35 @@ func TestTSIG(t *testing.T) {
 	failsWith(t, env, 1, []string{"not found"}, "tsig", "delete", "acme-key")
 }
 
+func TestUpdateKeys(t *testing.T) {
+	env := redisEnv(t)
+	ok(t, env, "", "zone", "create", "example.com", "--account", "c1")
+	key := strings.TrimSpace(ok(t, env, "", "updatekey", "create", "example.com", "home"))
+	if !regexp.MustCompile(`^mxu_[A-Za-z0-9_-]{32}$`).MatchString(key) {
+		t.Fatalf("updatekey create printed %q: want one mxu_ key alone", key)
+	}
+	ok(t, env, "", "updatekey", "create", "example.com", "@")
+	list := ok(t, env, "", "updatekey", "list", "example.com")
+	lines := strings.Split(strings.TrimSuffix(list, "\n"), "\n")
+	line := regexp.MustCompile(`^([0-9a-f]{16}) (\S+) \d{4}-\d\d-\d\dT\S+Z never$`)
+	if len(lines) != 2 || !line.MatchString(lines[0]) || !line.MatchString(lines[1]) || strings.Contains(list, key) {
+		t.Fatalf("updatekey list: %q", list)
+	}
+	if h := line.FindStringSubmatch(lines[0])[2]; h != "example.com" {
+		t.Errorf("first key's host %q, want example.com (sorted by host)", h)
+	}
+	id := line.FindStringSubmatch(lines[1])[1]
+	failsWith(t, env, 1, []string{"host", "not inside"}, "updatekey", "create", "example.com", "home.other.test.")
+	failsWith(t, env, 1, []string{"not found"}, "updatekey", "create", "missing.test", "home")
+	failsWith(t, env, 2, []string{"ZONE HOST"}, "updatekey", "create", "example.com")
+	failsWith(t, env, 1, []string{"not found"}, "updatekey", "revoke", "example.com", "0123456789abcdef")
+	ok(t, env, "", "updatekey", "revoke", "example.com", id)
+	failsWith(t, env, 1, []string{"not found"}, "updatekey", "revoke", "example.com", id)
+	if list := ok(t, env, "", "updatekey", "list", "example.com"); strings.Count(list, "\n") != 1 || strings.Contains(list, id) {
+		t.Errorf("updatekey list after revoke: %q", list)
+	}
+}
+
 func TestBadCommandLines(t *testing.T) {
 	env := redisEnv(t)
 	for _, tc := range []struct {
