@@ -47,13 +47,14 @@ func parsePages() map[string]*template.Template {
 // notices are the messages a redirect after a successful form may ask for
 // (?done=...); only these texts can be shown.
 var notices = map[string]string{
-	"created":  "Zone created.",
-	"added":    "Record added.",
-	"updated":  "Record saved.",
-	"deleted":  "Record deleted.",
-	"flushed":  "Retry requested: waiting mail for this zone is being delivered now.",
-	"revoked":  "Token revoked.",
-	"password": "Password changed.",
+	"created":    "Zone created.",
+	"added":      "Record added.",
+	"updated":    "Record saved.",
+	"deleted":    "Record deleted.",
+	"flushed":    "Retry requested: waiting mail for this zone is being delivered now.",
+	"revoked":    "Token revoked.",
+	"keyrevoked": "Update key revoked.",
+	"password":   "Password changed.",
 }
 
 func notice(c echo.Context) string { return notices[c.QueryParam("done")] }
@@ -300,6 +301,11 @@ type zoneView struct {
 	Fwd        forwardingView
 	Deliveries []store.Delivery
 	Queue      []store.QueueItem
+	// The zone's dyndns update keys; NewKey is a new key's secret (shown
+	// once, for NewKeyHost); KeyHost and KeyErr refill a refused form.
+	Keys               []store.UpdateKey
+	NewKey, NewKeyHost string
+	KeyHost, KeyErr    string
 }
 
 // deliveriesShown is how many delivery events a zone page lists.
@@ -310,12 +316,20 @@ func (h *handler) zone(c echo.Context) error {
 }
 
 func (h *handler) renderZone(c echo.Context, status int, form recordForm) error {
+	return h.renderZoneView(c, status, zoneView{Form: form})
+}
+
+// renderZoneView shows the zone page with v's forms; it fills in the rest.
+func (h *handler) renderZoneView(c echo.Context, status int, v zoneView) error {
 	ctx := c.Request().Context()
 	zd, err := h.auth.Zone(ctx, auth.Get(c), c.Param("zone"))
 	if err != nil {
 		return h.fail(c, err)
 	}
-	v := zoneView{Zone: zd, Form: form}
+	v.Zone = zd
+	if v.Keys, err = h.st.UpdateKeys(ctx, zd.Account, zd.Name); err != nil {
+		return h.fail(c, err)
+	}
 	if v.Deliveries, err = h.st.Deliveries(ctx, zd.Name, deliveriesShown); err != nil {
 		return h.fail(c, err)
 	}
@@ -449,6 +463,35 @@ func (h *handler) flush(c echo.Context) error {
 		return h.fail(c, err)
 	}
 	return c.Redirect(http.StatusSeeOther, zoneURL(zd.Name, "flushed")+"#queue")
+}
+
+// createUpdateKey makes a dyndns update key for one host of the zone and
+// shows its secret, once.
+func (h *handler) createUpdateKey(c echo.Context) error {
+	zd, err := h.zoneFor(c)
+	if err != nil {
+		return h.fail(c, err)
+	}
+	host := strings.TrimSpace(c.FormValue("host"))
+	secret, k, err := h.st.CreateUpdateKey(c.Request().Context(), zd.Name, host)
+	if errs, isField := fieldErrorsOf(err); isField {
+		return h.renderZoneView(c, http.StatusBadRequest, zoneView{Form: recordForm{TTL: "3600"}, KeyHost: host, KeyErr: errs["host"] + generalError(errs, "host")})
+	}
+	if err != nil {
+		return h.fail(c, err)
+	}
+	return h.renderZoneView(c, http.StatusOK, zoneView{Form: recordForm{TTL: "3600"}, NewKey: secret, NewKeyHost: k.Host})
+}
+
+func (h *handler) revokeUpdateKey(c echo.Context) error {
+	zd, err := h.zoneFor(c)
+	if err != nil {
+		return h.fail(c, err)
+	}
+	if err := h.st.RevokeUpdateKey(c.Request().Context(), zd.Account, zd.Name, c.Param("id")); err != nil {
+		return h.fail(c, err)
+	}
+	return c.Redirect(http.StatusSeeOther, zoneURL(zd.Name, "keyrevoked")+"#updatekeys")
 }
 
 // Account.

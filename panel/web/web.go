@@ -89,6 +89,8 @@ func Register(e *echo.Echo, cfg Config) {
 	e.POST("/zones/:zone/records/:id", h.updateRecord, in...)
 	e.POST("/zones/:zone/records/:id/delete", h.deleteRecord, in...)
 	e.POST("/zones/:zone/flush", h.flush, in...)
+	e.POST("/zones/:zone/updatekeys", h.createUpdateKey, in...)
+	e.POST("/zones/:zone/updatekeys/:id/revoke", h.revokeUpdateKey, in...)
 
 	e.GET("/account", h.account, in...)
 	e.POST("/account/tokens", h.createToken, in...)
