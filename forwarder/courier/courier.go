@@ -110,7 +110,7 @@ func Deliver(ctx context.Context, cfg Config, host, addr string, env Envelope, b
 	defer s.raw.Close()
 	stop := context.AfterFunc(ctx, func() { s.raw.Close() })
 	defer stop()
-	res, end, err := a.transaction(s.c, body)
+	res, end, err := a.transaction(s, body)
 	if end.answers() {
 		s.c.Quit() // the outcome is known; a failed QUIT changes nothing
 	}
@@ -143,8 +143,9 @@ func newAttempt(ctx context.Context, cfg Config, host, addr string, env Envelope
 
 // session is one greeted SMTP session, with or without TLS, ready for MAIL.
 type session struct {
-	c   *smtp.Client
-	raw net.Conn // the TCP connection: closing it ends the session at once
+	c    *smtp.Client
+	raw  net.Conn  // the TCP connection: closing it ends the session at once
+	wire io.Writer // the connection c writes to (over TLS or not), for sendData
 
 	// Used by Pool only.
 	born      time.Time // when it was dialed
@@ -155,17 +156,18 @@ type session struct {
 // open dials a new session: EHLO, and STARTTLS when offered; if STARTTLS
 // fails, it redials and goes plain.
 func (a *attempt) open() (*session, error) {
-	c, conn, err := a.connect(true)
+	s, err := a.connect(true)
 	var tlsErr *startTLSError
 	if errors.As(err, &tlsErr) && a.ctx.Err() == nil {
 		// RFC 3207 4.1: a client may go on without TLS; the broken session
 		// is unusable, so start a new one that does not ask for it.
-		c, conn, err = a.connect(false)
+		s, err = a.connect(false)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &session{c: c, raw: conn, born: time.Now()}, nil
+	s.born = time.Now()
+	return s, nil
 }
 
 type attempt struct {
@@ -193,16 +195,15 @@ func (e *greetError) Error() string { return e.err.Error() }
 func (e *greetError) Unwrap() error { return e.err }
 
 // connect dials and greets; with tryTLS it upgrades when STARTTLS is offered.
-// On success the returned conn is the raw TCP connection, to be closed by
-// the caller.
-func (a *attempt) connect(tryTLS bool) (*smtp.Client, net.Conn, error) {
+// On success the session's raw TCP connection is the caller's to close.
+func (a *attempt) connect(tryTLS bool) (*session, error) {
 	if a.dials != nil {
 		a.dials.Add(1)
 	}
 	d := net.Dialer{Timeout: a.cfg.Timeout}
 	raw, err := d.DialContext(a.ctx, "tcp", a.addr)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	// go-smtp clears deadlines after every command: closing the connection
 	// is the only way to stop it when the attempt's context ends.
@@ -213,17 +214,17 @@ func (a *attempt) connect(tryTLS bool) (*smtp.Client, net.Conn, error) {
 	c := a.newClient(conn)
 	if err := c.Hello(a.cfg.Hostname); err != nil {
 		raw.Close()
-		return nil, nil, &greetError{err}
+		return nil, &greetError{err}
 	}
 	if ok, _ := c.Extension("STARTTLS"); !ok || !tryTLS {
-		return c, raw, nil
+		return &session{c: c, raw: raw, wire: conn}, nil
 	}
-	c, err = a.startTLS(conn)
+	c, wire, err := a.startTLS(conn)
 	if err != nil {
 		raw.Close()
-		return nil, nil, &startTLSError{err}
+		return nil, &startTLSError{err}
 	}
-	return c, raw, nil
+	return &session{c: c, raw: raw, wire: wire}, nil
 }
 
 func (a *attempt) newClient(conn net.Conn) *smtp.Client {
@@ -234,13 +235,14 @@ func (a *attempt) newClient(conn net.Conn) *smtp.Client {
 }
 
 // startTLS sends STARTTLS on a session that has said EHLO, and returns a new
-// client over TLS that has said EHLO again (RFC 3207 4.2). go-smtp v0.25 has
+// client over TLS that has said EHLO again (RFC 3207 4.2), and the
+// connection it writes to. go-smtp v0.25 has
 // no exported StartTLS on a Client after Hello, so the command is sent here
 // and the new client is handed a stand-in greeting.
-func (a *attempt) startTLS(conn *timeoutConn) (*smtp.Client, error) {
+func (a *attempt) startTLS(conn *timeoutConn) (*smtp.Client, io.Writer, error) {
 	conn.SetDeadline(time.Now().Add(a.cfg.Timeout))
 	if _, err := io.WriteString(conn, "STARTTLS\r\n"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// The server sends nothing after its reply until our ClientHello, so this
 	// reader cannot swallow TLS bytes.
@@ -248,9 +250,9 @@ func (a *attempt) startTLS(conn *timeoutConn) (*smtp.Client, error) {
 	if _, _, err := tr.ReadResponse(220); err != nil {
 		var pe *textproto.Error
 		if errors.As(err, &pe) {
-			return nil, smtpError(pe)
+			return nil, nil, smtpError(pe)
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	conn.SetDeadline(time.Time{})
 
@@ -266,13 +268,14 @@ func (a *attempt) startTLS(conn *timeoutConn) (*smtp.Client, error) {
 	hctx, cancel := context.WithTimeout(a.ctx, a.cfg.Timeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	c := a.newClient(&greetedConn{Conn: tc, greeting: []byte("220 " + a.host + " TLS\r\n")})
+	wire := &greetedConn{Conn: tc, greeting: []byte("220 " + a.host + " TLS\r\n")}
+	c := a.newClient(wire)
 	if err := c.Hello(a.cfg.Hostname); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return c, nil
+	return c, wire, nil
 }
 
 // end is the state a transaction leaves its session in, which says what
@@ -304,7 +307,8 @@ func (e end) answers() bool { return e >= endRefused }
 // transaction runs MAIL, RCPT and DATA on a greeted client, sets the results
 // and says in what state it left the session. It never sends QUIT or RSET:
 // that is the caller's choice.
-func (a *attempt) transaction(c *smtp.Client, body io.Reader) ([]Result, end, error) {
+func (a *attempt) transaction(s *session, body io.Reader) ([]Result, end, error) {
+	c := s.c
 	if a.env.UTF8 {
 		if ok, _ := c.Extension("SMTPUTF8"); !ok {
 			// RFC 6531 3.2: the message cannot go to a server without
@@ -357,7 +361,7 @@ func (a *attempt) transaction(c *smtp.Client, body io.Reader) ([]Result, end, er
 		return a.results, endBroken, nil
 	}
 	br := &bodyReader{r: body}
-	if _, err := io.Copy(w, br); err != nil {
+	if err := sendData(s.wire, w, br); err != nil {
 		switch {
 		case a.ctx.Err() != nil:
 			err = a.localErr(err)

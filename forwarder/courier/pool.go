@@ -156,7 +156,7 @@ func (p *Pool) Close() error {
 // it.
 func (p *Pool) run(a *attempt, key poolKey, s *session, body io.Reader) ([]Result, end, error) {
 	stop := context.AfterFunc(a.ctx, func() { s.raw.Close() })
-	res, state, err := a.transaction(s.c, body)
+	res, state, err := a.transaction(s, body)
 	s.uses++
 	after := state
 	if after == endNoRcpt {
