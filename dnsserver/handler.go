@@ -3,6 +3,7 @@ package dnsserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -151,14 +152,20 @@ func reply(m *dns.Msg, rcode int) *dns.Msg {
 }
 
 // tsigError answers a request whose TSIG failed: NOTAUTH with the TSIG
-// error, unsigned (RFC 8945 5.2).
+// error (RFC 8945 5.2). BADKEY and BADSIG go unsigned. BADTIME (the MAC was
+// good, the time not) is signed with the request's key when written, and
+// carries the request's time and, in Other Data, ours (RFC 8945 5.2.3), so
+// the client can tell its clock is off.
 func tsigError(m *dns.Msg, t *dns.TSIG, err error) *dns.Msg {
 	m.Rcode = dns.RcodeNotAuth
+	now := uint64(time.Now().Unix())
 	e := &dns.TSIG{Hdr: dns.RR_Header{Name: t.Hdr.Name, Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
-		Algorithm: dns.Fqdn(t.Algorithm), TimeSigned: uint64(time.Now().Unix()), Fudge: t.Fudge, OrigId: m.Id}
+		Algorithm: dns.Fqdn(t.Algorithm), TimeSigned: now, Fudge: t.Fudge, OrigId: m.Id}
 	switch {
 	case errors.Is(err, dns.ErrTime):
 		e.Error = dns.RcodeBadTime
+		e.TimeSigned = t.TimeSigned
+		e.OtherLen, e.OtherData = 6, fmt.Sprintf("%012x", now)
 	case errors.Is(err, dns.ErrSig):
 		e.Error = dns.RcodeBadSig
 	default:
@@ -254,7 +261,7 @@ func (h *Handler) write(w dns.ResponseWriter, req, m *dns.Msg, t *dns.TSIG) {
 	}
 	h.metrics.query(m.Rcode, udp)
 	var err error
-	if isTSIGError(m) {
+	if unsignedTSIGError(m) {
 		// Unsigned with a TSIG record: pack it ourselves, or the
 		// ResponseWriter would try to sign it with an unknown key.
 		var buf []byte
@@ -312,9 +319,11 @@ func edns(m *dns.Msg) []dns.RR {
 	return nil
 }
 
-func isTSIGError(m *dns.Msg) bool {
+// unsignedTSIGError reports whether m is a TSIG error reply that goes
+// unsigned: BADKEY or BADSIG, not BADTIME.
+func unsignedTSIGError(m *dns.Msg) bool {
 	t := m.IsTsig()
-	return t != nil && t.Error != 0
+	return t != nil && t.Error != 0 && t.Error != dns.RcodeBadTime
 }
 
 // kindOf classifies a reply for rate limiting.

@@ -1014,7 +1014,7 @@ func TestTSIG(t *testing.T) {
 			tsigErr := func(what, key, sec string, at time.Time, wantErr uint16) {
 				t.Helper()
 				m := query("plain.test.", dns.TypeSOA)
-				buf, _ := packSigned(t, m, key, sec, at)
+				buf, reqMAC := packSigned(t, m, key, sec, at)
 				raw, err := exchangeRaw(network, s.addr, buf, 2*time.Second)
 				if err != nil {
 					t.Fatalf("%s: %v", what, err)
@@ -1032,6 +1032,31 @@ func TestTSIG(t *testing.T) {
 				}
 				if ts.Error != wantErr || !strings.EqualFold(ts.Hdr.Name, key) {
 					t.Errorf("%s: TSIG %s error %d, want %s %d", what, ts.Hdr.Name, ts.Error, key, wantErr)
+				}
+				if wantErr != dns.RcodeBadTime {
+					if ts.MAC != "" {
+						t.Errorf("%s: the error reply is signed", what)
+					}
+					return
+				}
+				// BADTIME (RFC 8945 5.2.3): signed with the key over the
+				// request's MAC, the request's time, ours in Other Data.
+				// (miekg/dns's TsigVerify refuses any NOTAUTH reply, so
+				// the MAC is recomputed here from the reply's fields.)
+				chk := resp.Copy()
+				e := *ts
+				e.MAC = ""
+				chk.Extra = append(chk.Extra[:len(chk.Extra)-1], &e)
+				chk.Compress = true
+				if _, want, err := dns.TsigGenerate(chk, sec, reqMAC, false); err != nil || ts.MAC == "" || !strings.EqualFold(want, ts.MAC) {
+					t.Errorf("%s: reply MAC %q, want %q (%v)", what, ts.MAC, want, err)
+				}
+				if ts.TimeSigned != uint64(at.Unix()) {
+					t.Errorf("%s: time signed %d, want the request's %d", what, ts.TimeSigned, at.Unix())
+				}
+				ours, err := strconv.ParseUint(ts.OtherData, 16, 64)
+				if d := time.Since(time.Unix(int64(ours), 0)); err != nil || ts.OtherLen != 6 || d < -5*time.Second || d > 5*time.Second {
+					t.Errorf("%s: other data %q (%d octets), want the server's time now", what, ts.OtherData, ts.OtherLen)
 				}
 			}
 			// A TSIG record with no RDATA (no algorithm): BADKEY, in a

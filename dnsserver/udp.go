@@ -183,7 +183,9 @@ func (w *udpWriter) Close() error        { return nil }
 // WriteMsg packs m, signing it when it carries a TSIG record (the request
 // was signed and verified).
 func (w *udpWriter) WriteMsg(m *dns.Msg) error {
-	if t := m.IsTsig(); t != nil && w.tsigStatus == nil {
+	// Signed: every reply to a verified request, and BADTIME (the MAC was
+	// good), which tsigError makes.
+	if t := m.IsTsig(); t != nil && (w.tsigStatus == nil || errors.Is(w.tsigStatus, dns.ErrTime)) {
 		out, _, err := dns.TsigGenerateWithProvider(m, w.tp, w.requestMAC, false)
 		if err != nil {
 			return err
