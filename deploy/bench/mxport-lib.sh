@@ -1,4 +1,4 @@
-# mxport-lib.sh: setup shared by smtp-latency.sh and smtp-memory.sh. Source it after
+# mxport-lib.sh: setup shared by smtp-bench.sh, smtp-latency.sh and smtp-memory.sh. Source it after
 # setting, if wanted: MXPORT_SMTP_PORT, REDIS_PORT, SINK_PORT, ZONES, and WORK_NAME (the
 # directory under $BENCH_DIR). It sources the shared harness's lib.sh (../shared/bench).
 #
@@ -11,7 +11,7 @@
 #   mx_log_summary   spool left over, warnings and errors in mxport's log
 #
 # The cleanup trap stops mxport, any PIDs added to extra_pids, and Redis: only what
-# the script started. smtp-bench.sh does not use this file (it keeps its own setup).
+# the script started.
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SHARED_BENCH=${SHARED_BENCH:-$root/../shared/bench}
