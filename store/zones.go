@@ -404,10 +404,6 @@ func (s *Store) Record(ctx context.Context, zone, id string) (record.Record, err
 	return decodeRecord(id, v)
 }
 
-func encodeRecord(r record.Record) string {
-	return r.Name + "\t" + r.Type + "\t" + strconv.FormatUint(uint64(r.TTL), 10) + "\t" + r.Data
-}
-
 // types interns type names, so a snapshot of millions of records holds one
 // copy of "A".
 var types = func() map[string]string {
