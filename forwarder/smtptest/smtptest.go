@@ -93,7 +93,6 @@ func WithSMTPUTF8() Option { return func(s *Server) { s.smtputf8 = true } }
 // messages with 552 5.3.4.
 func WithMaxSize(n int64) Option { return func(s *Server) { s.maxSize = n } }
 
-
 // Start starts a server on 127.0.0.1:0. It stops at t.Cleanup, which first
 // checks, waiting up to 5 s, that every connection has been closed.
 func Start(t testing.TB, opts ...Option) *Server {
