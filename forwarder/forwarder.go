@@ -201,7 +201,10 @@ func (f *Forwarder) control(ctx context.Context) {
 	}
 }
 
-// Shutdown stops accepting mail, then lets running deliveries end.
+// Shutdown stops accepting mail, then lets running deliveries end, until
+// ctx ends: what is still running then (a session waiting for its spool
+// commit, which has not had its 250) is left to the process's exit; the
+// spool keeps every message that was acknowledged.
 func (f *Forwarder) Shutdown(ctx context.Context) error {
 	var err error
 	if f.srv != nil {
@@ -210,7 +213,13 @@ func (f *Forwarder) Shutdown(ctx context.Context) error {
 	if f.cancel != nil {
 		f.cancel()
 	}
-	f.wg.Wait()
+	done := make(chan struct{})
+	go func() { f.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("smtp: shutdown: %w", ctx.Err())
+	}
 	if f.pool != nil {
 		f.pool.Close()
 	}
