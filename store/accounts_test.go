@@ -414,3 +414,50 @@ func TestSessions(t *testing.T) {
 		t.Fatalf("deleted session: %v", err)
 	}
 }
+
+// TestEndOtherSessions: after a password change the user's other sessions
+// end, the one kept goes on, another user's are untouched; "" ends all.
+func TestEndOtherSessions(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ann, err := s.CreateUser(bg, "ann@example.com", "acme", "a long enough password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := s.CreateUser(bg, "bob@example.com", "acme", "another long password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var anns []string
+	for range 3 {
+		secret, _, err := s.CreateSession(bg, ann, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		anns = append(anns, secret)
+	}
+	bobs, _, err := s.CreateSession(bg, bob, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := func(secret string) bool {
+		_, err := s.LookupSession(bg, secret)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	if err := s.EndOtherSessions(bg, "ann@example.com", anns[1]); err != nil {
+		t.Fatal(err)
+	}
+	if live(anns[0]) || !live(anns[1]) || live(anns[2]) || !live(bobs) {
+		t.Fatalf("after ending ann's other sessions: live %v %v %v, bob's %v; want false true false, true",
+			live(anns[0]), live(anns[1]), live(anns[2]), live(bobs))
+	}
+	if err := s.EndOtherSessions(bg, "ann@example.com", ""); err != nil {
+		t.Fatal(err)
+	}
+	if live(anns[1]) || !live(bobs) {
+		t.Fatalf("after ending all of ann's sessions: ann's kept one live %v, bob's %v", live(anns[1]), live(bobs))
+	}
+}

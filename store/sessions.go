@@ -23,6 +23,10 @@ type Session struct {
 
 func keySession(hash string) string { return "mx:s:" + hash }
 
+// keyUserSessions lists the session keys of a user (a set), so a password
+// change can end them; it lives as long as the newest of them.
+func keyUserSessions(email string) string { return "mx:us:" + email }
+
 // CreateSession starts a session for u lasting ttl and returns its secret
 // (for the cookie) and the session.
 func (s *Store) CreateSession(ctx context.Context, u User, ttl time.Duration) (string, Session, error) {
@@ -34,10 +38,13 @@ func (s *Store) CreateSession(ctx context.Context, u User, ttl time.Duration) (s
 	sess := Session{Email: u.Email, Account: u.Account, Role: u.Role,
 		CSRF: base64.RawURLEncoding.EncodeToString(csrf), Expires: s.opts.Now().Add(ttl).UTC().Truncate(time.Second)}
 	key := keySession(hashToken(secret))
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	// Not a transaction: on a Cluster the two keys may be on two nodes.
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, key, "email", sess.Email, "account", sess.Account, "role", string(sess.Role),
 			"csrf", sess.CSRF, "expires", unixString(sess.Expires))
 		p.ExpireAt(ctx, key, sess.Expires)
+		p.SAdd(ctx, keyUserSessions(sess.Email), key)
+		p.ExpireAt(ctx, keyUserSessions(sess.Email), sess.Expires)
 		return nil
 	})
 	if err != nil {
@@ -68,6 +75,34 @@ func (s *Store) DeleteSession(ctx context.Context, secret string) error {
 	err := s.rdb.Del(ctx, keySession(hashToken(secret))).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("delete session: %w", unavailable(err))
+	}
+	return nil
+}
+
+// EndOtherSessions ends every session of the user email except the one
+// whose secret is keep ("" ends them all): after a password change, a
+// session opened with the old password must not live on.
+func (s *Store) EndOtherSessions(ctx context.Context, email, keep string) error {
+	set := keyUserSessions(email)
+	keys, err := s.rdb.SMembers(ctx, set).Result()
+	if err != nil {
+		return fmt.Errorf("end sessions of %s: %w", email, unavailable(err))
+	}
+	kept := ""
+	if keep != "" {
+		kept = keySession(hashToken(keep))
+	}
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range keys {
+			if k != kept {
+				p.Del(ctx, k)
+				p.SRem(ctx, set, k)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("end sessions of %s: %w", email, unavailable(err))
 	}
 	return nil
 }

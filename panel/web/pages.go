@@ -570,6 +570,15 @@ func (h *handler) changePassword(c echo.Context) error {
 	if err != nil {
 		return h.fail(c, err)
 	}
+	// Sessions opened with the old password (a stolen one, say) end here;
+	// this one goes on.
+	keep := ""
+	if ck, err := c.Cookie(SessionCookie); err == nil {
+		keep = ck.Value
+	}
+	if err := h.st.EndOtherSessions(ctx, s.Email, keep); err != nil {
+		return h.fail(c, err)
+	}
 	return c.Redirect(http.StatusSeeOther, "/account?done=password")
 }
 

@@ -644,10 +644,21 @@ func TestAccountPage(t *testing.T) {
 	r = pw(alicePW, "short", "short")
 	wantStatus(t, r, http.StatusBadRequest)
 	wantBody(t, r, `id="pw-new-error"`, "at least 10")
+	// Another session of alice's, opened with the old password, ends with
+	// the change; this one goes on.
+	elsewhere := ev.client()
+	elsewhere.mustLogin("alice@example.test", alicePW)
+	wantStatus(t, elsewhere.get("/zones"), http.StatusOK)
 	wantStatus(t, pw(alicePW, "new-password-1", "new-password-1"), http.StatusSeeOther)
 	if _, err := ev.st.Authenticate(ctx, "alice@example.test", "new-password-1"); err != nil {
 		t.Errorf("new password: %v", err)
 	}
+	r = elsewhere.get("/zones")
+	if wantStatus(t, r, http.StatusSeeOther); !strings.HasPrefix(r.Header.Get("Location"), "/login") {
+		t.Errorf("the other session after the password change: sent to %q, want the sign-in page", r.Header.Get("Location"))
+	}
+	wantStatus(t, c.get("/zones"), http.StatusOK)
+	wantStatus(t, b.get("/zones"), http.StatusOK) // bob's session is his own
 }
 
 func TestStoreUnavailable(t *testing.T) {
