@@ -55,7 +55,7 @@ type Config struct {
 	Store   *store.Store
 	Auth    *auth.Authenticator
 	MXHosts []string // what DNS publishes for forwarded zones (for the preview)
-	Secure  bool     // cookies Secure (served over TLS)
+	Secure  bool     // cookies always Secure; they are anyway on a request over TLS or from a proxy saying X-Forwarded-Proto: https
 
 	// Now is the clock of the sign-in throttle; nil means time.Now.
 	Now func() time.Time
@@ -240,9 +240,13 @@ func randomToken() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
+// setCookie sets a cookie only this site's pages get, never scripts, and
+// only over HTTPS when the panel is reached over HTTPS: directly, or through
+// a TLS-terminating proxy that says so. (A client that fakes the header only
+// makes its own cookie Secure.)
 func (h *handler) setCookie(c echo.Context, name, value string, maxAge int) {
 	c.SetCookie(&http.Cookie{Name: name, Value: value, Path: "/", MaxAge: maxAge,
-		HttpOnly: true, Secure: h.secure, SameSite: http.SameSiteStrictMode})
+		HttpOnly: true, Secure: h.secure || c.Scheme() == "https", SameSite: http.SameSiteStrictMode})
 }
 
 func (h *handler) clearCookie(c echo.Context, name string) { h.setCookie(c, name, "", -1) }

@@ -701,3 +701,36 @@ func TestThrottleWindow(t *testing.T) {
 		t.Errorf("locked %v", th.locked("k"))
 	}
 }
+
+// TestSecureCookies: behind a TLS-terminating proxy (X-Forwarded-Proto:
+// https) the cookies are Secure; over plain HTTP they cannot be.
+func TestSecureCookies(t *testing.T) {
+	ev := newEnv(t, false)
+	for _, tc := range []struct {
+		proto  string
+		secure bool
+	}{{"", false}, {"https", true}, {"http", false}} {
+		req, err := http.NewRequest(http.MethodGet, ev.srv.URL+"/login", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.proto != "" {
+			req.Header.Set("X-Forwarded-Proto", tc.proto)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		cks := resp.Cookies()
+		if len(cks) == 0 {
+			t.Fatalf("X-Forwarded-Proto %q: no cookie set on /login", tc.proto)
+		}
+		for _, ck := range cks {
+			if ck.Secure != tc.secure || !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode {
+				t.Errorf("X-Forwarded-Proto %q: cookie %s Secure=%v HttpOnly=%v SameSite=%v, want Secure=%v, HttpOnly, Strict",
+					tc.proto, ck.Name, ck.Secure, ck.HttpOnly, ck.SameSite, tc.secure)
+			}
+		}
+	}
+}
