@@ -282,6 +282,38 @@ func (s *Store) Authenticate(ctx context.Context, email, password string) (User,
 	return User{Email: e, Account: a.ID, Role: a.Role, Created: unixTime(h["created"])}, nil
 }
 
+// Users lists the panel users of account, by email; never their password
+// hashes. An account without users gives an empty list.
+func (s *Store) Users(ctx context.Context, account string) ([]User, error) {
+	a, err := s.Account(ctx, account)
+	if err != nil {
+		return nil, fmt.Errorf("users of %s: %w", account, err)
+	}
+	emails, err := s.rdb.SMembers(ctx, keyAcctUsers(a.ID)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("users of %s: %w", a.ID, unavailable(err))
+	}
+	sort.Strings(emails)
+	created := make([]*redis.StringCmd, len(emails))
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, e := range emails {
+			created[i] = p.HGet(ctx, keyUser(e), "created")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("users of %s: %w", a.ID, unavailable(err))
+	}
+	users := make([]User, 0, len(emails))
+	for i, e := range emails {
+		if created[i].Err() != nil { // gone meanwhile
+			continue
+		}
+		users = append(users, User{Email: e, Account: a.ID, Role: a.Role, Created: unixTime(created[i].Val())})
+	}
+	return users, nil
+}
+
 // SetPassword replaces a user's password.
 func (s *Store) SetPassword(ctx context.Context, email, password string) error {
 	e := strings.ToLower(strings.TrimSpace(email))

@@ -111,6 +111,19 @@ func (h *handlers) getAccount(c echo.Context) error {
 	return c.JSON(http.StatusOK, a)
 }
 
+// listUsers lists the panel users of an account the caller may act for.
+func (h *handlers) listUsers(c echo.Context) error {
+	id := c.Param("id")
+	if err := h.account(c, id); err != nil {
+		return err
+	}
+	us, err := h.st.Users(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, us)
+}
+
 type createUserReq struct {
 	Email    *string `json:"email"`
 	Password *string `json:"password"`

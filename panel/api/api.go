@@ -65,6 +65,7 @@ func Register(g *echo.Group, st *store.Store, a *auth.Authenticator) {
 	g.GET("/accounts", h.listAccounts, b)
 	g.POST("/accounts", h.createAccount, b)
 	g.GET("/accounts/:id", h.getAccount, b)
+	g.GET("/accounts/:id/users", h.listUsers, b)
 	g.POST("/accounts/:id/users", h.createUser, b)
 	g.GET("/tokens", h.listTokens, b)
 	g.POST("/tokens", h.createToken, b)

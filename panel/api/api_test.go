@@ -544,6 +544,7 @@ func TestAccountsAndUsers(t *testing.T) {
 	for _, c := range []struct{ who, id string }{{"reg", "cust3"}, {"reg", "cust2"}, {"cust", "cust2"}, {"cust", "reg"}, {"reg2", "cust"}, {"reg", "nobody"}} {
 		e.wantErr(e.do("GET", "/api/v1/accounts/"+c.id, c.who, nil), 404, "", c.who+" reads "+c.id)
 		e.wantErr(e.do("POST", "/api/v1/accounts/"+c.id+"/users", c.who, map[string]string{"email": "a@b.test", "password": "0123456789ab"}), 404, "", c.who+" adds a user to "+c.id)
+		e.wantErr(e.do("GET", "/api/v1/accounts/"+c.id+"/users", c.who, nil), 404, "", c.who+" lists the users of "+c.id)
 	}
 
 	type user struct{ Email, Account, Role string }
@@ -561,6 +562,26 @@ func TestAccountsAndUsers(t *testing.T) {
 	e.wantErr(e.do("POST", "/api/v1/accounts/newcust/users", "reg", map[string]string{"email": "x@y.test", "password": "short"}), 400, "password", "short password")
 	e.wantErr(e.do("POST", "/api/v1/accounts/newcust/users", "reg", map[string]string{"email": "x@y.test"}), 400, "password", "missing password")
 	e.wantErr(e.do("POST", "/api/v1/accounts/nobody/users", "ops", map[string]string{"email": "x@y.test", "password": "0123456789ab"}), 404, "", "operator, missing account")
+
+	// Listing: by email, no password hash; the registrar sees its
+	// customer's users, the operator anyone's.
+	e.want(e.do("POST", "/api/v1/accounts/newcust/users", "reg", map[string]string{"email": "admin@example.com", "password": "0123456789ab"}), 201, "second user")
+	for _, who := range []string{"reg", "ops"} {
+		res := e.want(e.do("GET", "/api/v1/accounts/newcust/users", who, nil), 200, who+" lists newcust's users")
+		var us []user
+		res.json(t, &us)
+		if len(us) != 2 || us[0].Email != "admin@example.com" || us[1].Email != "owner@example.com" || us[1].Account != "newcust" {
+			t.Errorf("%s lists %+v", who, us)
+		}
+		if bytes.Contains(res.body, []byte("hash")) || bytes.Contains(res.body, []byte("argon2")) {
+			t.Errorf("%s: the list shows a password hash: %s", who, res.body)
+		}
+	}
+	var none []user
+	e.want(e.do("GET", "/api/v1/accounts/newcust2/users", "reg", nil), 200, "an account without users").json(t, &none)
+	if len(none) != 0 {
+		t.Errorf("newcust2 has users %+v", none)
+	}
 }
 
 func TestTokens(t *testing.T) {
