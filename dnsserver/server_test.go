@@ -94,7 +94,15 @@ func protoStart(t *testing.T, st *store.Store, secrets map[string]string, cfg dn
 	}
 	pc, l := protoListen(t)
 	srv := dnsserver.New(st, cfg)
-	if err := srv.Serve(context.Background(), []net.PacketConn{pc}, l); err != nil {
+	protoRun(t, srv, secrets, func() error { return srv.Serve(context.Background(), []net.PacketConn{pc}, l) })
+	return &protoServer{Server: srv, addr: pc.LocalAddr().String(), st: st, secrets: secrets}
+}
+
+// protoRun starts srv with start, stops it at cleanup, and waits until its
+// index has loaded, TSIG keys named in secrets included.
+func protoRun(t *testing.T, srv *dnsserver.Server, secrets map[string]string, start func() error) {
+	t.Helper()
+	if err := start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -115,7 +123,6 @@ func protoStart(t *testing.T, st *store.Store, secrets map[string]string, cfg dn
 		}
 		return nil
 	})
-	return &protoServer{Server: srv, addr: pc.LocalAddr().String(), st: st, secrets: secrets}
 }
 
 // protoPoll calls f until it returns nil, failing the test with f's last

@@ -3,7 +3,6 @@ package dnsserver_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"net"
 	"testing"
 	"time"
@@ -23,22 +22,7 @@ func TestUDPSockets(t *testing.T) {
 	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
 		t.Run(addr, func(t *testing.T) {
 			srv := dnsserver.New(st, dnsserver.Config{Addr: addr, UDPSockets: 3, MXHosts: protoMXHosts})
-			if err := srv.Start(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				if err := srv.Shutdown(ctx); err != nil {
-					t.Errorf("shutdown: %v", err)
-				}
-			})
-			protoPoll(t, 10*time.Second, "index loaded", func() error {
-				if !srv.Index().Loaded() {
-					return errors.New("not loaded")
-				}
-				return nil
-			})
+			protoRun(t, srv, nil, func() error { return srv.Start(context.Background()) })
 			first := map[string][]byte{}
 			for client := range 8 {
 				c, err := net.Dial("udp", srv.Addr())

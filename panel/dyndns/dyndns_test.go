@@ -143,14 +143,7 @@ func TestUpdate(t *testing.T) {
 	e.add(t, "example.com", record.Record{Name: "alias", Type: "CNAME", TTL: 300, Data: "home.example.com."})
 	e.add(t, "example.com", record.Record{Name: "dual", Type: "AAAA", TTL: 120, Data: "2001:db8::99"})
 
-	steps := []struct {
-		name   string
-		token  string
-		query  string
-		status int
-		body   string
-		check  func(t *testing.T)
-	}{
+	steps := []nicStep{
 		{"good", e.alice, "hostname=home.example.com&myip=192.0.2.1", 200, "good 192.0.2.1\n", func(t *testing.T) {
 			if got := e.rrset(t, "example.com", "home", "A"); !slices.Equal(got, []string{"60 192.0.2.1"}) {
 				t.Errorf("A = %v", got)
@@ -219,6 +212,22 @@ func TestUpdate(t *testing.T) {
 			}
 		}},
 	}
+	e.run(t, steps)
+}
+
+// nicStep is one /nic/update request of a table test: its reply and what
+// the store then holds (check, when set).
+type nicStep struct {
+	name   string
+	token  string
+	query  string
+	status int
+	body   string
+	check  func(t *testing.T)
+}
+
+// run makes the steps' requests in order, each a subtest.
+func (e *env) run(t *testing.T, steps []nicStep) {
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
 			status, body := e.nic(t, s.token, s.query)

@@ -35,14 +35,7 @@ func TestUpdateKey(t *testing.T) {
 	}
 	e.add(t, "example.com", record.Record{Name: "www", Type: "A", TTL: 300, Data: "192.0.2.80"})
 
-	steps := []struct {
-		name   string
-		token  string
-		query  string
-		status int
-		body   string
-		check  func(t *testing.T)
-	}{
+	steps := []nicStep{
 		{"A", key, "hostname=home.example.com&myip=192.0.2.1", 200, "good 192.0.2.1\n", func(t *testing.T) {
 			if got := e.rrset(t, "example.com", "home", "A"); !slices.Equal(got, []string{"60 192.0.2.1"}) {
 				t.Errorf("A = %v", got)
@@ -99,17 +92,7 @@ func TestUpdateKey(t *testing.T) {
 		// The account's API token still updates any of its names.
 		{"token beside keys", e.alice, "hostname=www.example.com&myip=192.0.2.81", 200, "good 192.0.2.81\n", nil},
 	}
-	for _, s := range steps {
-		t.Run(s.name, func(t *testing.T) {
-			status, body := e.nic(t, s.token, s.query)
-			if status != s.status || body != s.body {
-				t.Fatalf("got %d %q, want %d %q", status, body, s.status, s.body)
-			}
-			if s.check != nil {
-				s.check(t)
-			}
-		})
-	}
+	e.run(t, steps)
 	k, err := e.st.UpdateKeys(e.ctx, "alice", "example.com")
 	if err != nil || len(k) != 1 || k[0].LastUsed.IsZero() {
 		t.Errorf("UpdateKeys after use = %+v, %v; want one key with its last use", k, err)
