@@ -145,11 +145,16 @@ func (f *Forwarder) Serve(ctx context.Context, l net.Listener) error {
 // maxSessions bounds concurrent inbound SMTP sessions.
 const maxSessions = 1000
 
+// logLinger is how long the delivery log waits to batch events: at 2,000
+// messages a second it makes one store write of ~80 events, not hundreds of
+// small ones, and the panel shows an event at most this late.
+const logLinger = 20 * time.Millisecond
+
 // writeLog writes delivery events to the store's log, in batches, off the
 // SMTP and delivery paths; what is pending when ctx ends is written with a
 // short deadline.
 func (f *Forwarder) writeLog(ctx context.Context, events <-chan store.ZoneDelivery) {
-	batch.Drain(ctx, events, 256, func(evs []store.ZoneDelivery) {
+	batch.Drain(ctx, events, 256, logLinger, func(evs []store.ZoneDelivery) {
 		lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		if err := f.st.LogDeliveries(lctx, evs); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/mxport/mxport/forwarder/batch"
 )
@@ -21,7 +22,7 @@ func TestDrain(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		batch.Drain(ctx, ch, 10, func(b []int) {
+		batch.Drain(ctx, ch, 10, time.Millisecond, func(b []int) {
 			sizes = append(sizes, len(b))
 			got = append(got, b...)
 			if len(got) == 25 {
@@ -47,5 +48,46 @@ func TestDrain(t *testing.T) {
 	}
 	if len(sizes) > 6 {
 		t.Fatalf("batch sizes %v: 40 queued values should take few batches", sizes)
+	}
+}
+
+// TestDrainLinger: values that arrive one by one while a batch lingers go
+// into that batch, which is written as soon as it holds max.
+func TestDrainLinger(t *testing.T) {
+	ch := make(chan int) // unbuffered: each send waits for Drain
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	batches := make(chan []int, 10)
+	go batch.Drain(ctx, ch, 3, time.Hour, func(b []int) { batches <- slices.Clone(b) })
+	for i := range 6 {
+		ch <- i
+	}
+	for _, want := range [][]int{{0, 1, 2}, {3, 4, 5}} {
+		if got := <-batches; !slices.Equal(got, want) {
+			t.Fatalf("batch %v, want %v: a lingering batch takes the values that follow", got, want)
+		}
+	}
+}
+
+// TestDrainLingerCancel: a batch still lingering when ctx ends is written
+// at once, not after the linger.
+func TestDrainLingerCancel(t *testing.T) {
+	ch := make(chan int)
+	ctx, cancel := context.WithCancel(context.Background())
+	var got []int
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		batch.Drain(ctx, ch, 10, time.Hour, func(b []int) { got = append(got, b...) })
+	}()
+	ch <- 7
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain still lingering 10s after its context ended")
+	}
+	if !slices.Equal(got, []int{7}) {
+		t.Fatalf("wrote %v, want [7]", got)
 	}
 }

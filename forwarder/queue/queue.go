@@ -371,10 +371,14 @@ func (q *Queue) toMirror(op store.MirrorOp) {
 	}
 }
 
+// storeLinger is how long the mirror writer waits to batch changes (see
+// batch.Drain): the mirror is a view, and may be this much behind.
+const storeLinger = 20 * time.Millisecond
+
 // writeMirror applies mirror writes in order, in batches, until ctx ends,
 // then what is left with a short deadline.
 func (q *Queue) writeMirror(ctx context.Context) {
-	batch.Drain(ctx, q.mirrors, 256, func(ops []store.MirrorOp) {
+	batch.Drain(ctx, q.mirrors, 256, storeLinger, func(ops []store.MirrorOp) {
 		wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		if err := q.cfg.Mirror.Mirror(wctx, ops); err != nil {
