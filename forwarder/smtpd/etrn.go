@@ -3,6 +3,7 @@ package smtpd
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -48,6 +49,7 @@ const (
 	modeDataPending          // DATA sent, waiting for the server's 354
 	modeData                 // message body until CRLF.CRLF
 	modeBDAT                 // chunk bytes
+	modeBody                 // body being read by the session (fastBody)
 	modeRaw                  // after STARTTLS: pass everything
 )
 
@@ -63,7 +65,12 @@ type etrnConn struct {
 	pending []byte
 	partial bool      // the last line handed on had no LF yet
 	data    dataState // modeData: where go-smtp's DATA reader is
+	err     error     // a body read's failure: every later read fails with it
 }
+
+// errBodyTaken is what go-smtp would read while the session reads a body
+// itself (it never does: it reads on once the session's Data returns).
+var errBodyTaken = errors.New("smtpd: message body is being read by the session")
 
 // Read hands go-smtp the client's bytes, minus ETRN commands.
 func (c *etrnConn) Read(p []byte) (int, error) {
@@ -75,9 +82,14 @@ func (c *etrnConn) Read(p []byte) (int, error) {
 			c.mu.Unlock()
 			return n, nil
 		}
-		mode, chunk := c.mode, c.chunk
+		mode, chunk, err := c.mode, c.chunk, c.err
 		c.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
 		switch mode {
+		case modeBody:
+			return 0, errBodyTaken
 		case modeRaw:
 			return c.in.Read(p)
 		case modeData:

@@ -103,10 +103,14 @@ func testIndex(t testing.TB) *route.Index {
 	return ix
 }
 
-// newFixture starts a server on 127.0.0.1:0 with a real spool and index.
+// newFixture starts a server on 127.0.0.1:0 with a real spool and index,
+// behind the ETRN wrapper as the forwarder runs it (so message bodies take
+// the wrapper's fast path, fastBody); ETRN finds no zone.
 func newFixture(t *testing.T, mod func(*Config)) *fixture {
 	t.Helper()
-	return startFixture(t, mod, nil)
+	return startFixture(t, mod, func(ln net.Listener) net.Listener {
+		return ETRNListener(ln, func(string) bool { return false })
+	})
 }
 
 // startFixture is newFixture with the listener passed through wrap (nil:

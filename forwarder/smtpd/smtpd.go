@@ -420,7 +420,15 @@ func (s *session) Data(r io.Reader) (err error) {
 
 	id := cfg.Spool.NewID()
 	start := time.Now()
+	fast := fastBody(s.nc, cfg.MaxLineLength)
+	if fast != nil {
+		r = fast
+	}
 	body := &deadlineReader{r: r, nc: s.nc, idle: cfg.ReadTimeout, end: start.Add(cfg.DataTimeout)}
+	if fast != nil {
+		// A refused message is read to its end here, not by go-smtp.
+		defer fast.Drain(body)
+	}
 	guard := newLoopGuard(body)
 
 	ti := traceInfo{helo: tx.helo, ip: s.ip, rdns: s.reverse(), hostname: cfg.Hostname,
