@@ -7,6 +7,7 @@ package forwarder
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -209,7 +210,8 @@ func (f *Forwarder) control(ctx context.Context) {
 // Shutdown stops accepting mail, then lets running deliveries end, until
 // ctx ends: what is still running then (a session waiting for its spool
 // commit, which has not had its 250) is left to the process's exit; the
-// spool keeps every message that was acknowledged.
+// spool keeps every message that was acknowledged. Once they have ended it
+// closes the spool, making the removals of delivered messages durable.
 func (f *Forwarder) Shutdown(ctx context.Context) error {
 	var err error
 	if f.srv != nil {
@@ -227,6 +229,11 @@ func (f *Forwarder) Shutdown(ctx context.Context) error {
 	}
 	if f.pool != nil {
 		f.pool.Close()
+	}
+	if f.sp != nil {
+		if cerr := f.sp.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("smtp: shutdown: %w", cerr))
+		}
 	}
 	return err
 }

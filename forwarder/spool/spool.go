@@ -13,6 +13,13 @@
 // on stable storage (RFC 5321 6.1). Remove deletes the meta first. Scan, at
 // start-up, removes what a crash left half written.
 //
+// Remove does not wait for a sync: its removal becomes durable with the
+// spool's next sync that covers it (a Put's, or under SyncFS any sync), at
+// the latest removeSyncDelay (200 ms) later, when a timer syncs. A removal
+// lost in a crash only makes a delivered message come back, to be delivered
+// again: a duplicate, never a loss. Close makes the pending removals durable
+// at once.
+//
 // With SyncFS (the default) the syncs are syncfs(2) calls shared between
 // concurrent callers (group commit): one covers the files and renames of every
 // caller that got to it before it started, so twenty sessions finishing
@@ -26,7 +33,9 @@
 // messages rather than deleted: on a file system that allocates inodes slowly
 // after many deletions (ext4 without a journal searches past every inode
 // freed in the last half minute), a create and a delete per message would
-// cost more the faster mail flows.
+// cost more the faster mail flows. A kept file is written over only once its
+// removal is durable: else a crash could bring back the removed meta with a
+// later message's contents in its file.
 package spool
 
 import (
@@ -42,6 +51,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -142,16 +152,26 @@ func (m SyncMode) String() string {
 	return "fs"
 }
 
+// removeSyncDelay is how long a removal may wait for a sync before the
+// spool makes one for it.
+const removeSyncDelay = 200 * time.Millisecond
+
 // Spool is a spool directory. It is safe for concurrent use on different IDs;
 // calls on the same ID must not overlap.
 type Spool struct {
 	dir                         string
 	tmp, msg, meta, quarantine  string
 	mode                        SyncMode
-	fsSync                      *syncer   // SyncFS: syncfs of the spool's file system
-	msgSync, metaSync, quarSync *syncer   // SyncFiles: fsync of msg/, meta/, quarantine/
-	bodies, metas               *recycler // in tmp/
+	fsSync                      *syncer       // SyncFS: syncfs of the spool's file system
+	msgSync, metaSync, quarSync *syncer       // SyncFiles: fsync of msg/, meta/, quarantine/
+	bodies, metas               *recycler     // in tmp/
+	rm                          removals      // Remove's renames and deletions
+	removeDelay                 time.Duration // removeSyncDelay; tests lengthen it
 	log                         atomic.Pointer[slog.Logger]
+
+	timerMu sync.Mutex
+	timer   *time.Timer // armed while removals wait for their sync
+	closed  bool        // Close was called: Remove syncs before returning
 }
 
 // Open opens the spool in dir with SyncFS, creating dir and its
@@ -166,12 +186,13 @@ func OpenMode(dir string, mode SyncMode) (*Spool, error) {
 		return nil, fmt.Errorf("spool: open %s: %w", dir, err)
 	}
 	s := &Spool{
-		mode:       mode,
-		dir:        abs,
-		tmp:        filepath.Join(abs, dirTmp),
-		msg:        filepath.Join(abs, dirMsg),
-		meta:       filepath.Join(abs, dirMeta),
-		quarantine: filepath.Join(abs, dirQuarantine),
+		mode:        mode,
+		dir:         abs,
+		tmp:         filepath.Join(abs, dirTmp),
+		msg:         filepath.Join(abs, dirMsg),
+		meta:        filepath.Join(abs, dirMeta),
+		quarantine:  filepath.Join(abs, dirQuarantine),
+		removeDelay: removeSyncDelay,
 	}
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", abs, err)
@@ -197,15 +218,33 @@ func OpenMode(dir string, mode SyncMode) (*Spool, error) {
 	if err := s.syncDirs(s.msgSync, s.metaSync, s.quarSync, tmpSync, topSync); err != nil {
 		return nil, fmt.Errorf("spool: open: %w", err)
 	}
-	s.bodies = &recycler{dir: s.tmp, prefix: keptPrefix + "msg."}
-	s.metas = &recycler{dir: s.tmp, prefix: keptPrefix + "meta."}
+	s.bodies = &recycler{dir: s.tmp, prefix: keptPrefix + "msg.", rm: &s.rm}
+	s.metas = &recycler{dir: s.tmp, prefix: keptPrefix + "meta.", rm: &s.rm}
 	return s, nil
+}
+
+// Close makes the removals still waiting for a sync durable now, and stops
+// the timer that would have; it returns that sync's error. The spool stays
+// usable: after Close, Remove makes its removal durable before it returns.
+func (s *Spool) Close() error {
+	s.timerMu.Lock()
+	s.closed = true
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	s.timerMu.Unlock()
+	if err := s.syncRemovals(); err != nil {
+		return fmt.Errorf("spool: close: %w", err)
+	}
+	return nil
 }
 
 // Dir returns the spool's directory (absolute).
 func (s *Spool) Dir() string { return s.dir }
 
-// SetLogger sets the logger Scan reports to; the default is slog.Default().
+// SetLogger sets the logger Scan and the removals' timer report to; the
+// default is slog.Default().
 func (s *Spool) SetLogger(l *slog.Logger) { s.log.Store(l) }
 
 func (s *Spool) logger() *slog.Logger {
@@ -402,12 +441,20 @@ type onlyWriter struct{ w io.Writer }
 func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
 
 // recycler hands out files in dir (tmp/) for writing: files of removed
-// messages when it holds some, else new ones.
+// messages whose removal is durable when it holds some, else new ones.
 type recycler struct {
 	dir, prefix string
+	rm          *removals
 	mu          sync.Mutex
-	free        []string // names in dir
+	free        []keptFile // oldest first
 	n           uint64
+}
+
+// keptFile is a file a recycler holds: its name in dir and the number
+// (removals.made) of the removal that put it there.
+type keptFile struct {
+	name string
+	seq  uint64
 }
 
 // keptPrefix starts the names of the files kept for reuse in tmp/; the
@@ -425,19 +472,26 @@ const maxRecycled = 1024
 // then truncates to its length) or creates one named after pattern, as
 // os.CreateTemp does.
 func (r *recycler) create(pattern string) (*os.File, error) {
-	r.mu.Lock()
-	name := ""
-	if k := len(r.free); k > 0 {
-		name, r.free = r.free[k-1], r.free[:k-1]
-	}
-	r.mu.Unlock()
-	if name != "" {
+	if name := r.take(); name != "" {
 		if f, err := os.OpenFile(filepath.Join(r.dir, name), os.O_WRONLY, 0); err == nil {
 			return f, nil
 		}
 		// Gone meanwhile (an operator cleaning tmp/): make a new one.
 	}
 	return os.CreateTemp(r.dir, pattern)
+}
+
+// take removes the oldest kept file from the list and returns its name if
+// its removal is durable, else returns "".
+func (r *recycler) take() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.free) == 0 || r.free[0].seq > r.rm.durable.Load() {
+		return ""
+	}
+	name := r.free[0].name
+	r.free = r.free[1:]
+	return name
 }
 
 // writeMeta writes a meta to a file in tmp/ (a kept one if any), synced
@@ -465,8 +519,9 @@ func (s *Spool) writeMeta(id string, data []byte) (string, error) {
 }
 
 // keep takes the file at path (a removed message's) for reuse: it renames it
-// into dir, or deletes it when enough are kept. The error is the rename's
-// (or the deletion's), wrapping fs.ErrNotExist when path does not exist.
+// into dir, or deletes it when enough are kept (waiting for their sync or
+// not). Either counts as a removal in r.rm. The error is the rename's (or
+// the deletion's), wrapping fs.ErrNotExist when path does not exist.
 func (r *recycler) keep(path string) error {
 	r.mu.Lock()
 	full := len(r.free) >= maxRecycled
@@ -474,15 +529,48 @@ func (r *recycler) keep(path string) error {
 	name := fmt.Sprintf("%s%d", r.prefix, r.n)
 	r.mu.Unlock()
 	if full {
-		return os.Remove(path)
+		if err := os.Remove(path); err != nil {
+			return err
+		}
+		r.rm.add()
+		return nil
 	}
 	if err := os.Rename(path, filepath.Join(r.dir, name)); err != nil {
 		return err
 	}
 	r.mu.Lock()
-	r.free = append(r.free, name)
+	// Numbered after the rename, so a sync that covers the number covers it.
+	r.free = append(r.free, keptFile{name: name, seq: r.rm.add()})
 	r.mu.Unlock()
 	return nil
+}
+
+// removals numbers Remove's renames and deletions of files in msg/ and
+// meta/, and knows up to which number a sync made them durable.
+type removals struct {
+	made    atomic.Uint64 // removals so far; the n-th is numbered n once done
+	durable atomic.Uint64 // removals numbered up to durable are on stable storage
+}
+
+// add counts a removal that is done and returns its number.
+func (r *removals) add() uint64 { return r.made.Add(1) }
+
+// pending reports whether a removal may not be durable yet.
+func (r *removals) pending() bool { return r.made.Load() > r.durable.Load() }
+
+// cover runs syncFn, which must make every removal done before it started
+// durable, and on success marks those removals durable.
+func (r *removals) cover(syncFn func() error) error {
+	n := r.made.Load() // before syncFn starts
+	if err := syncFn(); err != nil {
+		return err
+	}
+	for {
+		d := r.durable.Load()
+		if n <= d || r.durable.CompareAndSwap(d, n) {
+			return nil
+		}
+	}
 }
 
 // Body opens the body of message id for reading; the caller closes it.
@@ -532,10 +620,13 @@ func (s *Spool) Update(m *Meta) error {
 	return nil
 }
 
-// Remove deletes message id: the meta first, then (once that removal is
-// fsync'd) the body; their files go to tmp/ for reuse. A nil error means the
-// message is durably gone. The body's
-// removal is not fsync'd: after a crash a body without meta is removed by Scan.
+// Remove deletes message id: the meta first, then the body; their files go
+// to tmp/ for reuse. It does not wait for a sync: a nil error means the
+// message is gone, and its removal is durable within removeSyncDelay (at
+// once after Close). If the removal is lost in a crash, the message comes
+// back and is delivered again. After a crash a body without meta is removed
+// by Scan; on a file system that could make the body's removal durable
+// before the meta's, Scan would quarantine the meta.
 // If the meta did not exist the body is still removed and the error wraps
 // fs.ErrNotExist.
 func (s *Spool) Remove(id string) error {
@@ -548,16 +639,53 @@ func (s *Spool) Remove(id string) error {
 			return fmt.Errorf("spool: remove %s: %w", id, err)
 		}
 		metaErr = err
-	} else if err := s.syncDirs(s.metaSync); err != nil {
+	}
+	bodyErr := s.bodies.keep(filepath.Join(s.msg, id))
+	if err := s.syncRemovalsLater(); err != nil {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
-	if err := s.bodies.keep(filepath.Join(s.msg, id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("spool: remove %s: body: %w", id, err)
+	if bodyErr != nil && !errors.Is(bodyErr, fs.ErrNotExist) {
+		return fmt.Errorf("spool: remove %s: body: %w", id, bodyErr)
 	}
 	if metaErr != nil {
 		return fmt.Errorf("spool: remove %s: %w", id, metaErr)
 	}
 	return nil
+}
+
+// syncRemovalsLater arms the timer that makes the removals durable, unless
+// it is armed already or none waits. After Close it syncs them now instead.
+func (s *Spool) syncRemovalsLater() error {
+	s.timerMu.Lock()
+	closed := s.closed
+	if !closed && s.timer == nil && s.rm.pending() {
+		s.timer = time.AfterFunc(s.removeDelay, s.removalTimer)
+	}
+	s.timerMu.Unlock()
+	if closed {
+		return s.syncRemovals()
+	}
+	return nil
+}
+
+// removalTimer is the timer's function: it makes the removals done so far
+// durable, logging an error unless the spool is gone.
+func (s *Spool) removalTimer() {
+	s.timerMu.Lock()
+	s.timer = nil // a removal from now on arms the next one
+	s.timerMu.Unlock()
+	if err := s.syncRemovals(); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.logger().Error("spool_remove_sync_failed", "dir", s.dir, "err", err)
+	}
+}
+
+// syncRemovals makes the removals done before the call durable, if some
+// may not be.
+func (s *Spool) syncRemovals() error {
+	if !s.rm.pending() {
+		return nil
+	}
+	return s.syncDirs(s.msgSync, s.metaSync)
 }
 
 // syncFile fsyncs f, written and not yet closed, under SyncFiles; under
@@ -570,21 +698,30 @@ func (s *Spool) syncFile(f *os.File) error {
 }
 
 // syncWrites makes the files written and closed before the call durable:
-// under SyncFiles syncFile did.
+// under SyncFiles syncFile did. Under SyncFS it covers the removals too.
 func (s *Spool) syncWrites() error {
 	if s.mode == SyncFS {
-		return s.fsSync.sync()
+		return s.rm.cover(s.fsSync.sync)
 	}
 	return nil
 }
 
 // syncDirs makes the renames and removals made in dirs before the call
 // durable: one shared syncfs under SyncFS, else the directories' shared
-// fsyncs, at the same time.
+// fsyncs, at the same time. A sync of the file system, or of both msg/ and
+// meta/, covers the removals.
 func (s *Spool) syncDirs(dirs ...*syncer) error {
 	if s.mode == SyncFS {
-		return s.fsSync.sync()
+		return s.rm.cover(s.fsSync.sync)
 	}
+	if slices.Contains(dirs, s.msgSync) && slices.Contains(dirs, s.metaSync) {
+		return s.rm.cover(func() error { return fsyncDirs(dirs) })
+	}
+	return fsyncDirs(dirs)
+}
+
+// fsyncDirs runs the syncs of dirs at the same time.
+func fsyncDirs(dirs []*syncer) error {
 	errs := make(chan error, len(dirs))
 	for _, d := range dirs[1:] {
 		go func() { errs <- d.sync() }()

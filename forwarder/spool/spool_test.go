@@ -96,6 +96,11 @@ func openSpoolMode(t testing.TB, mode SyncMode) *Spool {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { // before TempDir's clean-up
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	return s
 }
 
@@ -919,37 +924,47 @@ func BenchmarkScan(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/msg")
 }
 
-// TestRecycle: a removed message's files are written over by the next
+// msgFiles returns the body's and the meta's file info of message id.
+func msgFiles(t *testing.T, s *Spool, id string) (body, meta os.FileInfo) {
+	t.Helper()
+	b, err := os.Stat(filepath.Join(s.Dir(), "msg", id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := os.Stat(filepath.Join(s.Dir(), "meta", id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, m
+}
+
+// putMsg puts a new message with the given body.
+func putMsg(t *testing.T, s *Spool, body string) *Meta {
+	t.Helper()
+	m := newMeta(s)
+	if err := s.Put(m, strings.NewReader(body), 0); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestRecycle: a removed message's files are written over by a later
 // message (same inodes, no new ones), which reads back exactly, however
 // longer the old contents were; Scan clears the kept files.
 func TestRecycle(t *testing.T) {
 	s := openSpool(t)
-	inodes := func(id string) (body, meta os.FileInfo) {
-		t.Helper()
-		b, err := os.Stat(filepath.Join(s.Dir(), "msg", id))
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := os.Stat(filepath.Join(s.Dir(), "meta", id))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b, m
-	}
 	first := newMeta(s)
 	first.Rcpts = append(first.Rcpts, Rcpt{Addr: strings.Repeat("long", 50) + "@example.com", State: Pending})
 	if err := s.Put(first, &patternReader{pat: "0123456789", n: 100000}, 0); err != nil {
 		t.Fatal(err)
 	}
-	b1, m1 := inodes(first.ID)
+	b1, m1 := msgFiles(t, s, first.ID)
 	if err := s.Remove(first.ID); err != nil {
 		t.Fatal(err)
 	}
-	second := newMeta(s)
-	if err := s.Put(second, strings.NewReader("short body\r\n"), 0); err != nil {
-		t.Fatal(err)
-	}
-	b2, m2 := inodes(second.ID)
+	between := putMsg(t, s, "its sync makes the removal durable")
+	second := putMsg(t, s, "short body\r\n")
+	b2, m2 := msgFiles(t, s, second.ID)
 	if !os.SameFile(b1, b2) || !os.SameFile(m1, m2) {
 		t.Fatal("the second message got new files, not the removed one's")
 	}
@@ -969,11 +984,165 @@ func TestRecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(metas) != 1 || metas[0].ID != second.ID || len(metas[0].Rcpts) != 1 || metas[0].Size != b2.Size() {
+	if len(metas) != 2 || metas[0].ID != between.ID || metas[1].ID != second.ID ||
+		len(metas[1].Rcpts) != 1 || metas[1].Size != b2.Size() {
 		t.Fatalf("Scan after reuse: %+v", metas)
 	}
 	if left := dirNames(t, filepath.Join(s.Dir(), "tmp")); len(left) != 0 {
 		t.Fatalf("Scan left tmp/ %v", left)
+	}
+}
+
+// TestReuseOnlyDurable: a removed message's files are not written over
+// until a sync has made the removal durable (else a crash could bring back
+// its meta holding a later message's contents). Under SyncFS any sync (an
+// Update's) covers the removal; under SyncFiles an fsync of meta/ alone (an
+// Update's) does not, a Put's of msg/ and meta/ does.
+func TestReuseOnlyDurable(t *testing.T) {
+	for _, mode := range []SyncMode{SyncFS, SyncFiles} {
+		t.Run(mode.String(), func(t *testing.T) {
+			s := openSpoolMode(t, mode)
+			s.removeDelay = time.Hour // only the test's calls sync
+			other := putMsg(t, s, "other")
+			old := putMsg(t, s, "old")
+			oldBody, oldMeta := msgFiles(t, s, old.ID)
+			if err := s.Remove(old.ID); err != nil {
+				t.Fatal(err)
+			}
+			other.Attempts++
+			if err := s.Update(other); err != nil {
+				t.Fatal(err)
+			}
+			if _, m := msgFiles(t, s, other.ID); os.SameFile(m, oldMeta) {
+				t.Fatal("Update reused the removed meta's file before the removal was durable")
+			}
+			next := putMsg(t, s, "next")
+			nextBody, nextMeta := msgFiles(t, s, next.ID)
+			reused := os.SameFile(nextBody, oldBody) && os.SameFile(nextMeta, oldMeta)
+			if want := mode == SyncFS; reused != want {
+				t.Fatalf("after an Update's sync: removed files reused %v, want %v", reused, want)
+			}
+			if reused {
+				return
+			}
+			if os.SameFile(nextBody, oldBody) || os.SameFile(nextMeta, oldMeta) {
+				t.Fatal("Put reused a removed file before the removal was durable")
+			}
+			last := putMsg(t, s, "last")
+			if b, m := msgFiles(t, s, last.ID); !os.SameFile(b, oldBody) || !os.SameFile(m, oldMeta) {
+				t.Fatal("removed files not reused after a Put's sync")
+			}
+		})
+	}
+}
+
+// TestReuseOldestFirst: the files of an older, durable removal are reused
+// while a newer removal still waits for its sync (as it always does when
+// mail flows).
+func TestReuseOldestFirst(t *testing.T) {
+	s := openSpool(t)
+	s.removeDelay = time.Hour
+	a, b := putMsg(t, s, "a"), putMsg(t, s, "b")
+	aBody, aMeta := msgFiles(t, s, a.ID)
+	if err := s.Remove(a.ID); err != nil {
+		t.Fatal(err)
+	}
+	putMsg(t, s, "its sync makes a's removal durable")
+	if err := s.Remove(b.ID); err != nil {
+		t.Fatal(err)
+	}
+	next := putMsg(t, s, "next")
+	if nb, nm := msgFiles(t, s, next.ID); !os.SameFile(nb, aBody) || !os.SameFile(nm, aMeta) {
+		t.Fatal("the durable removal's files were not reused")
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("still not %s after 10s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// armed returns the spool's removal timer, nil if none is armed.
+func armed(s *Spool) *time.Timer {
+	s.timerMu.Lock()
+	defer s.timerMu.Unlock()
+	return s.timer
+}
+
+// TestRemoveTimer: with nothing else syncing, the timer makes a removal
+// durable, and the removed files are reused from then on.
+func TestRemoveTimer(t *testing.T) {
+	for _, mode := range []SyncMode{SyncFS, SyncFiles} {
+		t.Run(mode.String(), func(t *testing.T) {
+			s := openSpoolMode(t, mode)
+			old := putMsg(t, s, "old")
+			oldBody, oldMeta := msgFiles(t, s, old.ID)
+			if s.rm.pending() {
+				t.Fatal("a removal pending before any Remove")
+			}
+			if err := s.Remove(old.ID); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "durable", func() bool { return !s.rm.pending() })
+			if armed(s) != nil {
+				t.Fatal("timer still armed after its sync")
+			}
+			next := putMsg(t, s, "next")
+			if b, m := msgFiles(t, s, next.ID); !os.SameFile(b, oldBody) || !os.SameFile(m, oldMeta) {
+				t.Fatal("removed files not reused after the timer's sync")
+			}
+		})
+	}
+}
+
+// TestClose: Removes arm one timer; Close stops it and makes the removals
+// durable; a Remove after Close is durable when it returns.
+func TestClose(t *testing.T) {
+	for _, mode := range []SyncMode{SyncFS, SyncFiles} {
+		t.Run(mode.String(), func(t *testing.T) {
+			s := openSpoolMode(t, mode)
+			s.removeDelay = time.Hour
+			a, b, c := putMsg(t, s, "a"), putMsg(t, s, "b"), putMsg(t, s, "c")
+			aBody, aMeta := msgFiles(t, s, a.ID)
+			if err := s.Remove(a.ID); err != nil {
+				t.Fatal(err)
+			}
+			timer := armed(s)
+			if timer == nil || !s.rm.pending() {
+				t.Fatalf("after Remove: timer %v, pending %v", timer, s.rm.pending())
+			}
+			if err := s.Remove(b.ID); err != nil {
+				t.Fatal(err)
+			}
+			if armed(s) != timer {
+				t.Fatal("a second Remove armed another timer")
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if s.rm.pending() || armed(s) != nil || timer.Stop() {
+				t.Fatalf("after Close: pending %v, timer %v", s.rm.pending(), armed(s))
+			}
+			if err := s.Remove(c.ID); err != nil {
+				t.Fatal(err)
+			}
+			if s.rm.pending() || armed(s) != nil {
+				t.Fatalf("after Close and Remove: pending %v, timer %v", s.rm.pending(), armed(s))
+			}
+			next := putMsg(t, s, "next")
+			if nb, nm := msgFiles(t, s, next.ID); !os.SameFile(nb, aBody) || !os.SameFile(nm, aMeta) {
+				t.Fatal("removed files not reused after Close")
+			}
+			if err := s.Close(); err != nil {
+				t.Fatalf("second Close: %v", err)
+			}
+		})
 	}
 }
 
