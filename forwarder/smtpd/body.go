@@ -57,6 +57,10 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if !b.c.useIn() {
+		return 0, b.fail(net.ErrClosed)
+	}
+	defer b.c.doneIn()
 	in := b.c.in
 	for {
 		if in.Buffered() == 0 {

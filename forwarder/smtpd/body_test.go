@@ -310,3 +310,57 @@ func withoutReceived(s string) string {
 	}
 	return s
 }
+
+// TestReadBufferRecycle: a connection closed under a read (a server
+// shutdown closes connections their goroutines are reading) gives its read
+// buffer back only once that read is done; a read after the close fails
+// without touching it, and a blocked read is ended by the close.
+func TestReadBufferRecycle(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	el := ETRNListener(ln, func(string) bool { return false })
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	nc, err := el.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := nc.(*etrnConn)
+	inBuffer := func() bool {
+		c.inMu.Lock()
+		defer c.inMu.Unlock()
+		return c.in != nil
+	}
+
+	readErr := make(chan error)
+	go func() {
+		_, err := c.Read(make([]byte, 10))
+		readErr <- err
+	}()
+	if !c.useIn() { // a read in progress, as the one above may be
+		t.Fatal("useIn on an open connection")
+	}
+	c.Close()
+	if !inBuffer() {
+		t.Fatal("buffer recycled while a read still uses it")
+	}
+	if err := <-readErr; err == nil {
+		t.Fatal("a read blocked when the connection closed returned no error")
+	}
+	if !inBuffer() {
+		t.Fatal("buffer recycled while a read still uses it")
+	}
+	c.doneIn()
+	if inBuffer() {
+		t.Fatal("buffer not recycled after the last read")
+	}
+	if _, err := c.Read(make([]byte, 10)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after close: %v, want net.ErrClosed", err)
+	}
+}

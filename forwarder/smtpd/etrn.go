@@ -34,13 +34,19 @@ func (l *etrnListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &etrnConn{Conn: c, in: bufio.NewReaderSize(c, readBuffer), flush: l.flush}, nil
+	in := readers.Get().(*bufio.Reader)
+	in.Reset(c)
+	return &etrnConn{Conn: c, in: in, flush: l.flush}, nil
 }
 
 // readBuffer is how much of a client's stream one read takes from the
 // socket: go-smtp reads 4 KiB at a time, and a message body served from
 // here costs a copy rather than a system call.
 const readBuffer = 32 << 10
+
+// readers recycles the connections' read buffers: a new 32 KiB buffer for
+// every connection was most of what a busy server allocated.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBuffer) }}
 
 type etrnMode int
 
@@ -66,6 +72,52 @@ type etrnConn struct {
 	partial bool      // the last line handed on had no LF yet
 	data    dataState // modeData: where go-smtp's DATA reader is
 	err     error     // a body read's failure: every later read fails with it
+
+	// in goes back to readers once the connection is closed and no read
+	// uses it (a server shutdown closes connections under their readers).
+	inMu    sync.Mutex
+	inUsers int
+	closed  bool
+}
+
+// useIn marks a use of c.in, which stays valid until doneIn; false once
+// the connection is closed.
+func (c *etrnConn) useIn() bool {
+	c.inMu.Lock()
+	defer c.inMu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.inUsers++
+	return true
+}
+
+// doneIn ends a use of c.in.
+func (c *etrnConn) doneIn() {
+	c.inMu.Lock()
+	defer c.inMu.Unlock()
+	c.inUsers--
+	c.recycleIn()
+}
+
+// recycleIn hands c.in back to readers if the connection is closed and
+// nothing uses it. c.inMu is held.
+func (c *etrnConn) recycleIn() {
+	if c.closed && c.inUsers == 0 && c.in != nil {
+		c.in.Reset(nil)
+		readers.Put(c.in)
+		c.in = nil
+	}
+}
+
+// Close closes the connection; its read buffer is recycled once no read
+// uses it.
+func (c *etrnConn) Close() error {
+	c.inMu.Lock()
+	c.closed = true
+	c.recycleIn()
+	c.inMu.Unlock()
+	return c.Conn.Close()
 }
 
 // errBodyTaken is what go-smtp would read while the session reads a body
@@ -74,6 +126,10 @@ var errBodyTaken = errors.New("smtpd: message body is being read by the session"
 
 // Read hands go-smtp the client's bytes, minus ETRN commands.
 func (c *etrnConn) Read(p []byte) (int, error) {
+	if !c.useIn() {
+		return 0, net.ErrClosed
+	}
+	defer c.doneIn()
 	for {
 		c.mu.Lock()
 		if len(c.pending) > 0 {
