@@ -1,8 +1,8 @@
 // Package courier makes one delivery attempt of one message to one target
-// host:port over SMTP (go-smtp client), with opportunistic STARTTLS, and
-// reports a result per recipient. It knows no queue, disk or Redis. Deliver
-// uses a new session each time; a Pool keeps sessions open between messages
-// to a busy target.
+// host:port over SMTP (go-smtp client), with opportunistic STARTTLS and
+// PIPELINING, and reports a result per recipient. It knows no queue, disk or
+// Redis. Deliver uses a new session each time; a Pool keeps sessions open
+// between messages to a busy target.
 //
 // Outcomes follow RFC 5321 and STYLE.md section 6: only a remote 5xx reply is
 // permanent (552 at RCPT counts as 452, RFC 5321 4.5.3.1.10); network, TLS and
@@ -19,6 +19,7 @@ import (
 	"io"
 	"net"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -85,8 +86,9 @@ type Config struct {
 // Deliver makes one attempt to deliver a message to addr (ip:port): EHLO,
 // STARTTLS when offered (if STARTTLS fails, it redials and goes plain), MAIL
 // (with SIZE, BODY, SMTPUTF8, RET/ENVID when offered), one RCPT per recipient
-// (NOTIFY/ORCPT when DSN is offered), DATA streaming body, QUIT. host is the
-// target's name, for TLS ServerName and error texts.
+// (NOTIFY/ORCPT when DSN is offered), DATA streaming body, QUIT; MAIL, the
+// RCPTs and DATA go in one write when PIPELINING is offered (RFC 2920). host
+// is the target's name, for TLS ServerName and error texts.
 //
 // It returns one Result per recipient, in the order of env.Rcpts. err is
 // non-nil only when the attempt failed temporarily before any recipient was
@@ -144,8 +146,12 @@ func newAttempt(ctx context.Context, cfg Config, host, addr string, env Envelope
 // session is one greeted SMTP session, with or without TLS, ready for MAIL.
 type session struct {
 	c    *smtp.Client
-	raw  net.Conn  // the TCP connection: closing it ends the session at once
-	wire io.Writer // the connection c writes to (over TLS or not), for sendData
+	raw  net.Conn // the TCP connection: closing it ends the session at once
+	wire net.Conn // the connection c reads and writes (over TLS or not)
+	// replies reads wire in pipelined transactions only (RFC 2920), beside
+	// go-smtp's own reader. Both are empty at a transaction's boundaries,
+	// where the server has nothing more to say; see pipelined.
+	replies *textproto.Reader
 
 	// Used by Pool only.
 	born      time.Time // when it was dialed
@@ -216,15 +222,28 @@ func (a *attempt) connect(tryTLS bool) (*session, error) {
 		raw.Close()
 		return nil, &greetError{err}
 	}
-	if ok, _ := c.Extension("STARTTLS"); !ok || !tryTLS {
-		return &session{c: c, raw: raw, wire: conn}, nil
+	if !offers(c, "STARTTLS") || !tryTLS {
+		return newSession(c, raw, conn), nil
 	}
 	c, wire, err := a.startTLS(conn)
 	if err != nil {
 		raw.Close()
 		return nil, &startTLSError{err}
 	}
-	return &session{c: c, raw: raw, wire: wire}, nil
+	return newSession(c, raw, wire), nil
+}
+
+// newSession returns the session of client c, which reads and writes wire
+// over the TCP connection raw.
+func newSession(c *smtp.Client, raw, wire net.Conn) *session {
+	return &session{c: c, raw: raw, wire: wire, replies: newReplyReader(wire)}
+}
+
+// offers reports whether the server offers the EHLO keyword ext (upper
+// case), as go-smtp's Client looks it up.
+func offers(c *smtp.Client, ext string) bool {
+	ok, _ := c.Extension(ext)
+	return ok
 }
 
 func (a *attempt) newClient(conn net.Conn) *smtp.Client {
@@ -239,7 +258,7 @@ func (a *attempt) newClient(conn net.Conn) *smtp.Client {
 // connection it writes to. go-smtp v0.25 has
 // no exported StartTLS on a Client after Hello, so the command is sent here
 // and the new client is handed a stand-in greeting.
-func (a *attempt) startTLS(conn *timeoutConn) (*smtp.Client, io.Writer, error) {
+func (a *attempt) startTLS(conn *timeoutConn) (*smtp.Client, net.Conn, error) {
 	conn.SetDeadline(time.Now().Add(a.cfg.Timeout))
 	if _, err := io.WriteString(conn, "STARTTLS\r\n"); err != nil {
 		return nil, nil, err
@@ -304,64 +323,114 @@ const (
 // answers reports whether the session still answers commands (QUIT).
 func (e end) answers() bool { return e >= endRefused }
 
-// transaction runs MAIL, RCPT and DATA on a greeted client, sets the results
-// and says in what state it left the session. It never sends QUIT or RSET:
-// that is the caller's choice.
+// transaction runs MAIL, RCPT and DATA on a greeted session, sets the
+// results and says in what state it left the session. It never sends QUIT or
+// RSET: that is the caller's choice. When the server offers PIPELINING (RFC
+// 2920), MAIL, every RCPT and DATA go in one write (pipelined, unless group
+// says otherwise); else one at a time through go-smtp (stepwise). The same
+// replies give the same results and state either way.
 func (a *attempt) transaction(s *session, body io.Reader) ([]Result, end, error) {
-	c := s.c
-	if a.env.UTF8 {
-		if ok, _ := c.Extension("SMTPUTF8"); !ok {
-			// RFC 6531 3.2: the message cannot go to a server without
-			// SMTPUTF8; no downgrade is attempted.
-			err := &localPermError{code: 553, reply: fmt.Sprintf("553 5.6.7 %s does not offer SMTPUTF8, which this message needs", a.host)}
-			a.setAll(err)
-			return a.results, endClean, nil
+	if a.env.UTF8 && !offers(s.c, "SMTPUTF8") {
+		// RFC 6531 3.2: the message cannot go to a server without
+		// SMTPUTF8; no downgrade is attempted.
+		err := &localPermError{code: 553, reply: fmt.Sprintf("553 5.6.7 %s does not offer SMTPUTF8, which this message needs", a.host)}
+		a.setAll(err)
+		return a.results, endClean, nil
+	}
+	if offers(s.c, "PIPELINING") {
+		if group, ok := a.group(s.c); ok {
+			return a.pipelined(s, group, body)
 		}
 	}
-	if err := c.Mail(a.env.From, a.mailOptions(c)); err != nil {
-		var se *smtp.SMTPError
-		if errors.As(err, &se) && se.Code/100 == 5 {
-			// A permanent refusal of the transaction is an answer for
-			// every recipient, not a reason to try another host.
-			a.setAll(err)
-			return a.results, endRefused, nil
-		}
-		state := endMailLost
-		if isReply(err) {
-			state = endRefused
-		}
-		res, err := a.failAll(err)
-		return res, state, err
-	}
+	return a.stepwise(s, body)
+}
 
-	accepted := make([]int, 0, len(a.results))
-	for i, r := range a.env.Rcpts {
-		err := c.Rcpt(r.Addr, a.rcptOptions(c, r))
+// stepwise runs the transaction through go-smtp's client, one command and
+// its reply at a time.
+func (a *attempt) stepwise(s *session, body io.Reader) ([]Result, end, error) {
+	c := s.c
+	if err := c.Mail(a.env.From, a.mailOptions(c)); err != nil {
+		return a.mailFailed(err)
+	}
+	accepted, ok := a.rcpts(func(i int) error {
+		r := a.env.Rcpts[i]
+		return c.Rcpt(r.Addr, a.rcptOptions(c, r))
+	})
+	if !ok {
+		return a.results, endBroken, nil
+	}
+	if len(accepted) == 0 {
+		return a.results, endNoRcpt, nil
+	}
+	w, err := c.Data()
+	if err != nil {
+		return a.results, a.dataRefused(accepted, err), nil
+	}
+	return a.results, a.data(s, accepted, body, w, func() (string, error) {
+		resp, err := w.CloseWithResponse()
+		if err != nil {
+			return "", err
+		}
+		return resp.StatusText, nil
+	}), nil
+}
+
+// mailFailed settles every recipient after MAIL failed with err. A 5xx
+// refuses the transaction: that is an answer for every recipient, not a
+// reason to try another host, so err is nil. Anything else is temporary and
+// returned as err; the state is endRefused after a reply, endMailLost after
+// an I/O error or 421.
+func (a *attempt) mailFailed(err error) ([]Result, end, error) {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) && se.Code/100 == 5 {
+		a.setAll(err)
+		return a.results, endRefused, nil
+	}
+	state := endMailLost
+	if isReply(err) {
+		state = endRefused
+	}
+	res, err := a.failAll(err)
+	return res, state, err
+}
+
+// rcpts settles each recipient by the result of reply(i), the reply to its
+// RCPT (nil = accepted), in order, and returns the accepted ones. ok is false
+// when the session broke (I/O error, 421): every recipient not yet settled
+// then fails temporarily and nothing else may be sent.
+func (a *attempt) rcpts(reply func(i int) error) (accepted []int, ok bool) {
+	accepted = make([]int, 0, len(a.results))
+	for i := range a.env.Rcpts {
+		err := reply(i)
 		if err == nil {
 			accepted = append(accepted, i)
 			continue
 		}
 		a.setError(i, err, true)
 		if !isReply(err) {
-			// The session is gone: nothing else can be sent on it.
 			a.abort(err)
-			return a.results, endBroken, nil
+			return accepted, false
 		}
 	}
-	if len(accepted) == 0 {
-		return a.results, endNoRcpt, nil
-	}
+	return accepted, true
+}
 
-	w, err := c.Data()
-	if err != nil {
-		a.setAccepted(accepted, err)
-		if isReply(err) {
-			return a.results, endRefused, nil
-		}
-		return a.results, endBroken, nil
+// dataRefused settles the accepted recipients by the failure of DATA and
+// says in what state it left the session.
+func (a *attempt) dataRefused(accepted []int, err error) end {
+	a.setAccepted(accepted, err)
+	if isReply(err) {
+		return endRefused
 	}
+	return endBroken
+}
+
+// data sends the body after a 354 through dot, the DATA command's writer,
+// then calls finish to end the data with the final dot and read the reply
+// to it (its text, or the error), and settles the accepted recipients by it.
+func (a *attempt) data(s *session, accepted []int, body io.Reader, dot io.Writer, finish func() (string, error)) end {
 	br := &bodyReader{r: body}
-	if err := sendData(s.wire, w, br); err != nil {
+	if err := sendData(s.wire, dot, br); err != nil {
 		switch {
 		case a.ctx.Err() != nil:
 			err = a.localErr(err)
@@ -373,21 +442,21 @@ func (a *attempt) transaction(s *session, body io.Reader) ([]Result, end, error)
 		// The DATA cannot be ended cleanly: a final dot would send a
 		// truncated message. Drop the connection instead.
 		a.setAccepted(accepted, err)
-		return a.results, endBroken, nil
+		return endBroken
 	}
-	resp, err := w.CloseWithResponse()
+	text, err := finish()
 	if err != nil {
 		a.setAccepted(accepted, err)
 		if isReply(err) {
-			return a.results, endClean, nil
+			return endClean
 		}
-		return a.results, endBroken, nil
+		return endBroken
 	}
-	reply := "250 " + oneLine(resp.StatusText)
+	reply := "250 " + oneLine(text)
 	for _, i := range accepted {
 		a.results[i] = Result{Rcpt: a.env.Rcpts[i].Addr, Code: 250, Reply: reply, Delivered: true}
 	}
-	return a.results, endClean, nil
+	return endClean
 }
 
 func (a *attempt) mailOptions(c *smtp.Client) *smtp.MailOptions {
@@ -395,7 +464,7 @@ func (a *attempt) mailOptions(c *smtp.Client) *smtp.MailOptions {
 	if a.env.Body8Bit {
 		o.Body = smtp.Body8BitMIME
 	}
-	if ok, _ := c.Extension("DSN"); ok {
+	if offers(c, "DSN") {
 		switch ret := smtp.DSNReturn(strings.ToUpper(a.env.Ret)); ret {
 		case smtp.DSNReturnFull, smtp.DSNReturnHeaders:
 			o.Return = ret
@@ -408,7 +477,7 @@ func (a *attempt) mailOptions(c *smtp.Client) *smtp.MailOptions {
 }
 
 func (a *attempt) rcptOptions(c *smtp.Client, r Rcpt) *smtp.RcptOptions {
-	if ok, _ := c.Extension("DSN"); !ok {
+	if !offers(c, "DSN") {
 		return nil
 	}
 	o := &smtp.RcptOptions{Notify: parseNotify(r.Notify)}
@@ -552,15 +621,37 @@ func replyText(se *smtp.SMTPError) string {
 	return fmt.Sprintf("%d %d.%d.%d %s", se.Code, ec[0], ec[1], ec[2], oneLine(se.Message))
 }
 
+// smtpError turns a reply read with net/textproto into the error go-smtp's
+// client makes of it: an enhanced code that starts the reply is parsed, and
+// taken off every line that repeats it (RFC 2034).
 func smtpError(pe *textproto.Error) *smtp.SMTPError {
 	se := &smtp.SMTPError{Code: pe.Code, Message: pe.Msg}
-	if first, rest, ok := strings.Cut(pe.Msg, " "); ok {
-		var ec smtp.EnhancedCode
-		if n, _ := fmt.Sscanf(first, "%d.%d.%d", &ec[0], &ec[1], &ec[2]); n == 3 {
-			se.EnhancedCode, se.Message = ec, rest
-		}
+	first, rest, ok := strings.Cut(pe.Msg, " ")
+	if !ok {
+		return se
+	}
+	if ec, ok := enhancedCode(first); ok {
+		se.EnhancedCode = ec
+		se.Message = strings.ReplaceAll(rest, "\n"+first+" ", "\n")
 	}
 	return se
+}
+
+// enhancedCode parses "class.subject.detail" as go-smtp does.
+func enhancedCode(s string) (smtp.EnhancedCode, bool) {
+	var ec smtp.EnhancedCode
+	parts := strings.Split(s, ".")
+	if len(parts) != len(ec) {
+		return ec, false
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return ec, false
+		}
+		ec[i] = n
+	}
+	return ec, true
 }
 
 func oneLine(s string) string {

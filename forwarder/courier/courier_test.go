@@ -41,11 +41,13 @@ func env(rcpts ...string) courier.Envelope {
 	return e
 }
 
-func deliver(t *testing.T, srv *smtptest.Server, e courier.Envelope) ([]courier.Result, error) {
+// deliver delivers the test body to addr and checks that there is a result
+// per recipient.
+func deliver(t *testing.T, addr string, e courier.Envelope) ([]courier.Result, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := courier.Deliver(ctx, cfg, "home.example", srv.Addr, e, strings.NewReader(body))
+	res, err := courier.Deliver(ctx, cfg, "home.example", addr, e, strings.NewReader(body))
 	if len(res) != len(e.Rcpts) {
 		t.Fatalf("got %d results for %d recipients (err %v)", len(res), len(e.Rcpts), err)
 	}
@@ -79,46 +81,48 @@ func check(t *testing.T, res []courier.Result, wants ...want) {
 }
 
 func TestDeliverThreeRecipientsByteIdentical(t *testing.T) {
-	srv := smtptest.Start(t)
-	e := env("a@home.example", "b@home.example", "c@home.example")
-	res, err := deliver(t, srv, e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ok := want{code: 250, reply: "250 2.0.0 ", delivered: true}
-	check(t, res, ok, ok, ok)
+	eachMode(t, func(t *testing.T, pipelining bool) {
+		srv := start(t, pipelining)
+		e := env("a@home.example", "b@home.example", "c@home.example")
+		res, err := deliver(t, srv.Addr, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := want{code: 250, reply: "250 2.0.0 ", delivered: true}
+		check(t, res, ok, ok, ok)
 
-	msgs := srv.Wait(t, 1, 5*time.Second)
-	if len(msgs) != 1 {
-		t.Fatalf("%d messages, want 1 transaction", len(msgs))
-	}
-	m := msgs[0]
-	if !bytes.Equal(m.Data, []byte(body)) {
-		t.Errorf("data differs:\n got %q\nwant %q", m.Data, body)
-	}
-	if m.From != e.From || !reflect.DeepEqual(m.Rcpts, []string{"a@home.example", "b@home.example", "c@home.example"}) {
-		t.Errorf("envelope %q %q", m.From, m.Rcpts)
-	}
-	if m.TLS {
-		t.Error("TLS on a server that does not offer it")
-	}
-	if m.Helo != cfg.Hostname {
-		t.Errorf("EHLO %q, want %q", m.Helo, cfg.Hostname)
-	}
-	if m.MailOpts.Body != smtp.Body8BitMIME {
-		t.Errorf("BODY=%q, want 8BITMIME", m.MailOpts.Body)
-	}
-	if m.MailOpts.Size != int64(len(body)) {
-		t.Errorf("SIZE=%d, want %d", m.MailOpts.Size, len(body))
-	}
-	if srv.Sessions() != 1 {
-		t.Errorf("%d sessions, want 1", srv.Sessions())
-	}
+		msgs := srv.Wait(t, 1, 5*time.Second)
+		if len(msgs) != 1 {
+			t.Fatalf("%d messages, want 1 transaction", len(msgs))
+		}
+		m := msgs[0]
+		if !bytes.Equal(m.Data, []byte(body)) {
+			t.Errorf("data differs:\n got %q\nwant %q", m.Data, body)
+		}
+		if m.From != e.From || !reflect.DeepEqual(m.Rcpts, []string{"a@home.example", "b@home.example", "c@home.example"}) {
+			t.Errorf("envelope %q %q", m.From, m.Rcpts)
+		}
+		if m.TLS {
+			t.Error("TLS on a server that does not offer it")
+		}
+		if m.Helo != cfg.Hostname {
+			t.Errorf("EHLO %q, want %q", m.Helo, cfg.Hostname)
+		}
+		if m.MailOpts.Body != smtp.Body8BitMIME {
+			t.Errorf("BODY=%q, want 8BITMIME", m.MailOpts.Body)
+		}
+		if m.MailOpts.Size != int64(len(body)) {
+			t.Errorf("SIZE=%d, want %d", m.MailOpts.Size, len(body))
+		}
+		if srv.Sessions() != 1 {
+			t.Errorf("%d sessions, want 1", srv.Sessions())
+		}
+	})
 }
 
 func TestStartTLSWhenOffered(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.WithTLS())
-	res, err := deliver(t, srv, env("a@home.example"))
+	res, err := deliver(t, srv.Addr, env("a@home.example"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +145,7 @@ func TestStartTLSWhenOffered(t *testing.T) {
 func TestStartTLSFailureRedialsPlain(t *testing.T) {
 	t.Run("broken server handshake", func(t *testing.T) {
 		srv := smtptest.Start(t, smtptest.WithBrokenTLS())
-		res, err := deliver(t, srv, env("a@home.example"))
+		res, err := deliver(t, srv.Addr, env("a@home.example"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,41 +175,45 @@ func TestStartTLSFailureRedialsPlain(t *testing.T) {
 }
 
 func TestPerRecipientOutcomes(t *testing.T) {
-	srv := smtptest.Start(t)
-	srv.FailRcpt("gone@home.example", smtpErr(550, smtp.EnhancedCode{5, 1, 1}, "No such user"))
-	srv.FailRcpt("busy@home.example", smtpErr(451, smtp.EnhancedCode{4, 3, 0}, "Try later"))
-	srv.FailRcpt("full@home.example", smtpErr(552, smtp.EnhancedCode{5, 5, 3}, "Too many recipients"))
-	res, err := deliver(t, srv, env("gone@home.example", "busy@home.example", "ok@home.example", "full@home.example"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	check(t, res,
-		want{code: 550, reply: "550 5.1.1 No such user", permanent: true},
-		want{code: 451, reply: "451 4.3.0 Try later"},
-		want{code: 250, reply: "250 2.0.0 ", delivered: true},
-		want{code: 552, reply: "552 5.5.3 Too many recipients"}, // RFC 5321 4.5.3.1.10: temporary
-	)
-	if res[0].Reply != "550 5.1.1 No such user" {
-		t.Errorf("reply %q not kept exactly", res[0].Reply)
-	}
-	msgs := srv.Wait(t, 1, 5*time.Second)
-	if !reflect.DeepEqual(msgs[0].Rcpts, []string{"ok@home.example"}) {
-		t.Errorf("delivered to %q, want only ok@", msgs[0].Rcpts)
-	}
+	eachMode(t, func(t *testing.T, pipelining bool) {
+		srv := start(t, pipelining)
+		srv.FailRcpt("gone@home.example", smtpErr(550, smtp.EnhancedCode{5, 1, 1}, "No such user"))
+		srv.FailRcpt("busy@home.example", smtpErr(451, smtp.EnhancedCode{4, 3, 0}, "Try later"))
+		srv.FailRcpt("full@home.example", smtpErr(552, smtp.EnhancedCode{5, 5, 3}, "Too many recipients"))
+		res, err := deliver(t, srv.Addr, env("gone@home.example", "busy@home.example", "ok@home.example", "full@home.example"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, res,
+			want{code: 550, reply: "550 5.1.1 No such user", permanent: true},
+			want{code: 451, reply: "451 4.3.0 Try later"},
+			want{code: 250, reply: "250 2.0.0 ", delivered: true},
+			want{code: 552, reply: "552 5.5.3 Too many recipients"}, // RFC 5321 4.5.3.1.10: temporary
+		)
+		if res[0].Reply != "550 5.1.1 No such user" {
+			t.Errorf("reply %q not kept exactly", res[0].Reply)
+		}
+		msgs := srv.Wait(t, 1, 5*time.Second)
+		if !reflect.DeepEqual(msgs[0].Rcpts, []string{"ok@home.example"}) {
+			t.Errorf("delivered to %q, want only ok@", msgs[0].Rcpts)
+		}
+	})
 }
 
 func TestAllRecipientsRefused(t *testing.T) {
-	srv := smtptest.Start(t)
-	srv.FailRcpt("a@home.example", smtpErr(550, smtp.EnhancedCode{5, 1, 1}, "No"))
-	srv.FailRcpt("b@home.example", smtpErr(450, smtp.EnhancedCode{4, 2, 1}, "Later"))
-	res, err := deliver(t, srv, env("a@home.example", "b@home.example"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	check(t, res, want{code: 550, reply: "550 5.1.1 No", permanent: true}, want{code: 450, reply: "450 4.2.1 Later"})
-	if n := len(srv.Messages()); n != 0 {
-		t.Errorf("%d messages accepted", n)
-	}
+	eachMode(t, func(t *testing.T, pipelining bool) {
+		srv := start(t, pipelining)
+		srv.FailRcpt("a@home.example", smtpErr(550, smtp.EnhancedCode{5, 1, 1}, "No"))
+		srv.FailRcpt("b@home.example", smtpErr(450, smtp.EnhancedCode{4, 2, 1}, "Later"))
+		res, err := deliver(t, srv.Addr, env("a@home.example", "b@home.example"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, res, want{code: 550, reply: "550 5.1.1 No", permanent: true}, want{code: 450, reply: "450 4.2.1 Later"})
+		if n := len(srv.Messages()); n != 0 {
+			t.Errorf("%d messages accepted", n)
+		}
+	})
 }
 
 func TestDataRefused(t *testing.T) {
@@ -219,34 +227,38 @@ func TestDataRefused(t *testing.T) {
 		{"552 permanent at DATA", smtpErr(552, smtp.EnhancedCode{5, 3, 4}, "Too big"), want{code: 552, reply: "552 5.3.4 Too big", permanent: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := smtptest.Start(t)
-			srv.FailData(tc.err)
-			srv.FailRcpt("gone@home.example", smtpErr(550, smtp.EnhancedCode{5, 1, 1}, "No such user"))
-			res, err := deliver(t, srv, env("a@home.example", "gone@home.example", "b@home.example"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			check(t, res, tc.want, want{code: 550, reply: "550 5.1.1 No such user", permanent: true}, tc.want)
+			eachMode(t, func(t *testing.T, pipelining bool) {
+				srv := start(t, pipelining)
+				srv.FailData(tc.err)
+				srv.FailRcpt("gone@home.example", smtpErr(550, smtp.EnhancedCode{5, 1, 1}, "No such user"))
+				res, err := deliver(t, srv.Addr, env("a@home.example", "gone@home.example", "b@home.example"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				check(t, res, tc.want, want{code: 550, reply: "550 5.1.1 No such user", permanent: true}, tc.want)
+			})
 		})
 	}
 }
 
 func TestMailRefused(t *testing.T) {
-	srv := smtptest.Start(t)
-	srv.FailMail(smtpErr(550, smtp.EnhancedCode{5, 7, 1}, "Sender blocked"))
-	res, err := deliver(t, srv, env("a@home.example", "b@home.example"))
-	if err != nil {
-		t.Fatalf("a permanent refusal is an answer, not an error: %v", err)
-	}
-	w := want{code: 550, reply: "550 5.7.1 Sender blocked", permanent: true}
-	check(t, res, w, w)
+	eachMode(t, func(t *testing.T, pipelining bool) {
+		srv := start(t, pipelining)
+		srv.FailMail(smtpErr(550, smtp.EnhancedCode{5, 7, 1}, "Sender blocked"))
+		res, err := deliver(t, srv.Addr, env("a@home.example", "b@home.example"))
+		if err != nil {
+			t.Fatalf("a permanent refusal is an answer, not an error: %v", err)
+		}
+		w := want{code: 550, reply: "550 5.7.1 Sender blocked", permanent: true}
+		check(t, res, w, w)
 
-	srv.FailMail(smtpErr(421, smtp.EnhancedCode{4, 3, 2}, "Shutting down"))
-	res, err = deliver(t, srv, env("a@home.example"))
-	if err == nil {
-		t.Fatal("no error for a refused MAIL")
-	}
-	check(t, res, want{code: 421, reply: "421 4.3.2 Shutting down"})
+		srv.FailMail(smtpErr(421, smtp.EnhancedCode{4, 3, 2}, "Shutting down"))
+		res, err = deliver(t, srv.Addr, env("a@home.example"))
+		if err == nil {
+			t.Fatal("no error for a refused MAIL")
+		}
+		check(t, res, want{code: 421, reply: "421 4.3.2 Shutting down"})
+	})
 }
 
 func TestConnectionRefused(t *testing.T) {
@@ -274,11 +286,11 @@ func TestConnectionRefused(t *testing.T) {
 func TestServerDown(t *testing.T) {
 	srv := smtptest.Start(t)
 	srv.Close()
-	if _, err := deliver(t, srv, env("a@home.example")); err == nil {
+	if _, err := deliver(t, srv.Addr, env("a@home.example")); err == nil {
 		t.Fatal("delivered to a closed server")
 	}
 	srv.Restart(t)
-	res, err := deliver(t, srv, env("a@home.example"))
+	res, err := deliver(t, srv.Addr, env("a@home.example"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,16 +367,18 @@ func (s *stallReader) Read(p []byte) (int, error) {
 }
 
 func TestBodyReadError(t *testing.T) {
-	srv := smtptest.Start(t)
-	r := io.MultiReader(strings.NewReader("Subject: x\r\n\r\npart"), errReader{})
-	res, err := courier.Deliver(context.Background(), cfg, "home.example", srv.Addr, env("a@home.example"), r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	check(t, res, want{reply: "reading message: disk on fire"})
-	if n := len(srv.Messages()); n != 0 {
-		t.Errorf("a truncated message was accepted")
-	}
+	eachMode(t, func(t *testing.T, pipelining bool) {
+		srv := start(t, pipelining)
+		r := io.MultiReader(strings.NewReader("Subject: x\r\n\r\npart"), errReader{})
+		res, err := courier.Deliver(context.Background(), cfg, "home.example", srv.Addr, env("a@home.example"), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, res, want{reply: "reading message: disk on fire"})
+		if n := len(srv.Messages()); n != 0 {
+			t.Errorf("a truncated message was accepted")
+		}
+	})
 }
 
 type errReader struct{}
@@ -376,30 +390,32 @@ func TestSMTPUTF8(t *testing.T) {
 	e.UTF8 = true
 	e.From = "ren\u00e9@sender.example"
 
-	t.Run("not offered", func(t *testing.T) {
-		srv := smtptest.Start(t)
-		res, err := deliver(t, srv, e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w := want{code: 553, reply: "553 5.6.7 ", permanent: true}
-		check(t, res, w, w)
-		if n := len(srv.Messages()); n != 0 {
-			t.Errorf("%d messages accepted", n)
-		}
-	})
-	t.Run("offered", func(t *testing.T) {
-		srv := smtptest.Start(t, smtptest.WithSMTPUTF8())
-		res, err := deliver(t, srv, e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w := want{code: 250, reply: "250 ", delivered: true}
-		check(t, res, w, w)
-		m := srv.Wait(t, 1, 5*time.Second)[0]
-		if !m.MailOpts.UTF8 || m.From != e.From || m.Rcpts[0] != e.Rcpts[0].Addr {
-			t.Errorf("got UTF8=%v from %q rcpts %q", m.MailOpts.UTF8, m.From, m.Rcpts)
-		}
+	eachMode(t, func(t *testing.T, pipelining bool) {
+		t.Run("not offered", func(t *testing.T) {
+			srv := start(t, pipelining)
+			res, err := deliver(t, srv.Addr, e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := want{code: 553, reply: "553 5.6.7 ", permanent: true}
+			check(t, res, w, w)
+			if n := len(srv.Messages()); n != 0 {
+				t.Errorf("%d messages accepted", n)
+			}
+		})
+		t.Run("offered", func(t *testing.T) {
+			srv := start(t, pipelining, smtptest.WithSMTPUTF8())
+			res, err := deliver(t, srv.Addr, e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := want{code: 250, reply: "250 ", delivered: true}
+			check(t, res, w, w)
+			m := srv.Wait(t, 1, 5*time.Second)[0]
+			if !m.MailOpts.UTF8 || m.From != e.From || m.Rcpts[0] != e.Rcpts[0].Addr {
+				t.Errorf("got UTF8=%v from %q rcpts %q", m.MailOpts.UTF8, m.From, m.Rcpts)
+			}
+		})
 	})
 }
 
@@ -413,60 +429,66 @@ func TestDSNParameters(t *testing.T) {
 	e.Rcpts[1].ORcpt = "b@home.example"
 	e.Rcpts[2].Notify = "NEVER,SUCCESS" // invalid: dropped
 
-	t.Run("offered", func(t *testing.T) {
-		srv := smtptest.Start(t, smtptest.WithDSN())
-		if _, err := deliver(t, srv, e); err != nil {
-			t.Fatal(err)
-		}
-		m := srv.Wait(t, 1, 5*time.Second)[0]
-		if m.MailOpts.Return != smtp.DSNReturnHeaders || m.MailOpts.EnvelopeID != e.EnvID {
-			t.Errorf("RET=%q ENVID=%q", m.MailOpts.Return, m.MailOpts.EnvelopeID)
-		}
-		o := m.RcptOpts
-		if !reflect.DeepEqual(o[0].Notify, []smtp.DSNNotify{smtp.DSNNotifySuccess, smtp.DSNNotifyFailure}) ||
-			o[0].OriginalRecipientType != smtp.DSNAddressTypeRFC822 || o[0].OriginalRecipient != "Alias@home.example" {
-			t.Errorf("rcpt 0 options %+v", o[0])
-		}
-		if !reflect.DeepEqual(o[1].Notify, []smtp.DSNNotify{smtp.DSNNotifyNever}) || o[1].OriginalRecipient != "b@home.example" {
-			t.Errorf("rcpt 1 options %+v", o[1])
-		}
-		if len(o[2].Notify) != 0 || o[2].OriginalRecipient != "" {
-			t.Errorf("rcpt 2 options %+v", o[2])
-		}
-	})
-	t.Run("not offered", func(t *testing.T) {
-		srv := smtptest.Start(t)
-		if _, err := deliver(t, srv, e); err != nil {
-			t.Fatal(err)
-		}
-		m := srv.Wait(t, 1, 5*time.Second)[0]
-		if m.MailOpts.Return != "" || m.MailOpts.EnvelopeID != "" || len(m.RcptOpts[0].Notify) != 0 || m.RcptOpts[0].OriginalRecipient != "" {
-			t.Errorf("DSN parameters sent to a server without DSN: %+v %+v", m.MailOpts, m.RcptOpts[0])
-		}
+	eachMode(t, func(t *testing.T, pipelining bool) {
+		t.Run("offered", func(t *testing.T) {
+			srv := start(t, pipelining, smtptest.WithDSN())
+			if _, err := deliver(t, srv.Addr, e); err != nil {
+				t.Fatal(err)
+			}
+			m := srv.Wait(t, 1, 5*time.Second)[0]
+			if m.MailOpts.Return != smtp.DSNReturnHeaders || m.MailOpts.EnvelopeID != e.EnvID {
+				t.Errorf("RET=%q ENVID=%q", m.MailOpts.Return, m.MailOpts.EnvelopeID)
+			}
+			o := m.RcptOpts
+			if !reflect.DeepEqual(o[0].Notify, []smtp.DSNNotify{smtp.DSNNotifySuccess, smtp.DSNNotifyFailure}) ||
+				o[0].OriginalRecipientType != smtp.DSNAddressTypeRFC822 || o[0].OriginalRecipient != "Alias@home.example" {
+				t.Errorf("rcpt 0 options %+v", o[0])
+			}
+			if !reflect.DeepEqual(o[1].Notify, []smtp.DSNNotify{smtp.DSNNotifyNever}) || o[1].OriginalRecipient != "b@home.example" {
+				t.Errorf("rcpt 1 options %+v", o[1])
+			}
+			if len(o[2].Notify) != 0 || o[2].OriginalRecipient != "" {
+				t.Errorf("rcpt 2 options %+v", o[2])
+			}
+		})
+		t.Run("not offered", func(t *testing.T) {
+			srv := start(t, pipelining)
+			if _, err := deliver(t, srv.Addr, e); err != nil {
+				t.Fatal(err)
+			}
+			m := srv.Wait(t, 1, 5*time.Second)[0]
+			if m.MailOpts.Return != "" || m.MailOpts.EnvelopeID != "" || len(m.RcptOpts[0].Notify) != 0 || m.RcptOpts[0].OriginalRecipient != "" {
+				t.Errorf("DSN parameters sent to a server without DSN: %+v %+v", m.MailOpts, m.RcptOpts[0])
+			}
+		})
 	})
 }
 
 func TestNullSender(t *testing.T) {
-	srv := smtptest.Start(t)
-	e := env("a@home.example")
-	e.From = ""
-	res, err := deliver(t, srv, e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	check(t, res, want{code: 250, reply: "250 ", delivered: true})
-	if m := srv.Wait(t, 1, 5*time.Second)[0]; m.From != "" {
-		t.Errorf("from %q, want <>", m.From)
-	}
+	eachMode(t, func(t *testing.T, pipelining bool) {
+		srv := start(t, pipelining)
+		e := env("a@home.example")
+		e.From = ""
+		res, err := deliver(t, srv.Addr, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, res, want{code: 250, reply: "250 ", delivered: true})
+		if m := srv.Wait(t, 1, 5*time.Second)[0]; m.From != "" {
+			t.Errorf("from %q, want <>", m.From)
+		}
+	})
 }
 
 func TestSizeRefusedAtMail(t *testing.T) {
-	srv := smtptest.Start(t, smtptest.WithMaxSize(100))
-	res, err := deliver(t, srv, env("a@home.example"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	check(t, res, want{code: 552, reply: "552 5.3.4 ", permanent: true})
+	eachMode(t, func(t *testing.T, pipelining bool) {
+		srv := start(t, pipelining, smtptest.WithMaxSize(100))
+		res, err := deliver(t, srv.Addr, env("a@home.example"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, res, want{code: 552, reply: "552 5.3.4 ", permanent: true})
+	})
 }
 
 func TestNoRecipients(t *testing.T) {
@@ -476,15 +498,17 @@ func TestNoRecipients(t *testing.T) {
 }
 
 func TestMultiLineReplyKeptOnOneLine(t *testing.T) {
-	srv := smtptest.Start(t)
-	srv.FailRcpt("a@home.example", smtpErr(550, smtp.EnhancedCode{5, 1, 1}, "first line\nsecond line"))
-	res, err := deliver(t, srv, env("a@home.example"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// go-smtp's server puts the enhanced code on the last line only; the
-	// reply is kept as sent, lines joined.
-	if res[0].Reply != "550 first line 5.1.1 second line" || !res[0].Permanent {
-		t.Errorf("result %+v", res[0])
-	}
+	eachMode(t, func(t *testing.T, pipelining bool) {
+		srv := start(t, pipelining)
+		srv.FailRcpt("a@home.example", smtpErr(550, smtp.EnhancedCode{5, 1, 1}, "first line\nsecond line"))
+		res, err := deliver(t, srv.Addr, env("a@home.example"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// go-smtp's server puts the enhanced code on the last line only; the
+		// reply is kept as sent, lines joined.
+		if res[0].Reply != "550 first line 5.1.1 second line" || !res[0].Permanent {
+			t.Errorf("result %+v", res[0])
+		}
+	})
 }

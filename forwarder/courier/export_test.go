@@ -1,0 +1,4 @@
+package courier
+
+// CheckGroups is checkGroups, for the tests of package courier_test.
+var CheckGroups = checkGroups
