@@ -88,7 +88,7 @@ type Queue struct {
 	busy    map[string]int     // deliveries running per zone
 	parked  map[string][]*item // due items waiting for a busy zone, in due order
 	running int
-	perDest map[string]chan struct{} // delivery slots per host:port
+	perDest map[string]*slots // delivery slots per host:port with an attempt holding or waiting for one
 	kick    chan struct{}
 	mirrors chan store.MirrorOp // to the one mirror writer, in order
 	wg      sync.WaitGroup
@@ -129,7 +129,7 @@ func New(cfg Config) *Queue {
 		cfg.Now = time.Now
 	}
 	return &Queue{cfg: cfg, items: map[string]*item{}, busy: map[string]int{}, parked: map[string][]*item{},
-		perDest: map[string]chan struct{}{}, mirrors: make(chan store.MirrorOp, 10000), kick: make(chan struct{}, 1)}
+		perDest: map[string]*slots{}, mirrors: make(chan store.MirrorOp, 10000), kick: make(chan struct{}, 1)}
 }
 
 // Load rebuilds the queue from the spool (spool.Scan). Messages due
@@ -547,10 +547,11 @@ func (q *Queue) targets(ctx context.Context, m *spool.Meta) ([]record.Target, er
 // no SMTP conversation took place (the next address is tried).
 func (q *Queue) send(ctx context.Context, m *spool.Meta, t record.Target, a netip.AddrPort) (bool, string) {
 	dest := a.String()
-	if !q.acquire(ctx, dest) {
+	sl := q.acquire(ctx, dest)
+	if sl == nil {
 		return false, dest + ": no delivery slot before the attempt's deadline"
 	}
-	defer q.release(dest)
+	defer q.release(dest, sl)
 	body, err := q.cfg.Spool.Body(m.ID)
 	if err != nil {
 		return false, "spool: " + err.Error()
@@ -632,29 +633,46 @@ func (q *Queue) deferAll(m *spool.Meta, target string, code int, reply string) {
 	slog.Info("deferred", "id", m.ID, "zone", m.Zone, "attempt", m.Attempts, "err", reply, "next", m.NextAttempt)
 }
 
-// acquire waits for one of the destination's MaxPerTarget slots; false
-// when ctx ended first.
-func (q *Queue) acquire(ctx context.Context, dest string) bool {
+// slots are one destination's delivery slots.
+type slots struct {
+	sem   chan struct{} // a token per delivery under way, MaxPerTarget at most
+	users int           // attempts holding or waiting for a slot; at 0 the entry goes
+}
+
+// acquire waits for one of the destination's MaxPerTarget slots and returns
+// them, for release; nil when ctx ended first.
+func (q *Queue) acquire(ctx context.Context, dest string) *slots {
 	q.mu.Lock()
-	sem, ok := q.perDest[dest]
-	if !ok {
-		sem = make(chan struct{}, q.cfg.MaxPerTarget)
-		q.perDest[dest] = sem
+	sl := q.perDest[dest]
+	if sl == nil {
+		sl = &slots{sem: make(chan struct{}, q.cfg.MaxPerTarget)}
+		q.perDest[dest] = sl
 	}
+	sl.users++
 	q.mu.Unlock()
 	select {
-	case sem <- struct{}{}:
-		return true
+	case sl.sem <- struct{}{}:
+		return sl
 	case <-ctx.Done():
-		return false
+		q.leave(dest, sl)
+		return nil
 	}
 }
 
-func (q *Queue) release(dest string) {
+// release gives back a slot of dest taken by acquire.
+func (q *Queue) release(dest string, sl *slots) {
+	<-sl.sem
+	q.leave(dest, sl)
+}
+
+// leave ends a use of dest's slots; the last one forgets dest, so that
+// destinations no longer delivered to cost nothing.
+func (q *Queue) leave(dest string, sl *slots) {
 	q.mu.Lock()
-	sem := q.perDest[dest]
-	q.mu.Unlock()
-	<-sem
+	defer q.mu.Unlock()
+	if sl.users--; sl.users == 0 {
+		delete(q.perDest, dest)
+	}
 }
 
 // bounce queues a DSN to m's sender for the recipients at idx, when the
