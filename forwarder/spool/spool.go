@@ -169,6 +169,9 @@ type Spool struct {
 	removeDelay                 time.Duration // removeSyncDelay; tests lengthen it
 	log                         atomic.Pointer[slog.Logger]
 
+	doomedMu sync.Mutex
+	doomed   []doomedBody // bodies whose meta's removal is not durable yet
+
 	timerMu sync.Mutex
 	timer   *time.Timer // armed while removals wait for their sync
 	closed  bool        // Close was called: Remove syncs before returning
@@ -234,7 +237,7 @@ func (s *Spool) Close() error {
 		s.timer = nil
 	}
 	s.timerMu.Unlock()
-	if err := s.syncRemovals(); err != nil {
+	if err := s.flushRemovals(); err != nil {
 		return fmt.Errorf("spool: close: %w", err)
 	}
 	return nil
@@ -520,9 +523,10 @@ func (s *Spool) writeMeta(id string, data []byte) (string, error) {
 
 // keep takes the file at path (a removed message's) for reuse: it renames it
 // into dir, or deletes it when enough are kept (waiting for their sync or
-// not). Either counts as a removal in r.rm. The error is the rename's (or
-// the deletion's), wrapping fs.ErrNotExist when path does not exist.
-func (r *recycler) keep(path string) error {
+// not). Either counts as a removal in r.rm, whose number it returns. The
+// error is the rename's (or the deletion's), wrapping fs.ErrNotExist when
+// path does not exist.
+func (r *recycler) keep(path string) (uint64, error) {
 	r.mu.Lock()
 	full := len(r.free) >= maxRecycled
 	r.n++
@@ -530,19 +534,19 @@ func (r *recycler) keep(path string) error {
 	r.mu.Unlock()
 	if full {
 		if err := os.Remove(path); err != nil {
-			return err
+			return 0, err
 		}
-		r.rm.add()
-		return nil
+		return r.rm.add(), nil
 	}
 	if err := os.Rename(path, filepath.Join(r.dir, name)); err != nil {
-		return err
+		return 0, err
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	// Numbered after the rename, so a sync that covers the number covers it.
-	r.free = append(r.free, keptFile{name: name, seq: r.rm.add()})
-	r.mu.Unlock()
-	return nil
+	seq := r.rm.add()
+	r.free = append(r.free, keptFile{name: name, seq: seq})
+	return seq, nil
 }
 
 // removals numbers Remove's renames and deletions of files in msg/ and
@@ -577,6 +581,9 @@ func (r *removals) cover(syncFn func() error) error {
 func (s *Spool) Body(id string) (*os.File, error) {
 	if err := checkID("body", id); err != nil {
 		return nil, err
+	}
+	if s.doomedBody(id) {
+		return nil, fmt.Errorf("spool: body %s: %w", id, fs.ErrNotExist)
 	}
 	f, err := os.Open(filepath.Join(s.msg, id))
 	if err != nil {
@@ -620,32 +627,37 @@ func (s *Spool) Update(m *Meta) error {
 	return nil
 }
 
-// Remove deletes message id: the meta first, then the body; their files go
-// to tmp/ for reuse. It does not wait for a sync: a nil error means the
-// message is gone, and its removal is durable within removeSyncDelay (at
-// once after Close). If the removal is lost in a crash, the message comes
-// back and is delivered again. After a crash a body without meta is removed
-// by Scan; on a file system that could make the body's removal durable
-// before the meta's, Scan would quarantine the meta.
-// If the meta did not exist the body is still removed and the error wraps
-// fs.ErrNotExist.
+// Remove deletes message id: the meta at once, the body once the meta's
+// removal is durable (so that no crash can leave a meta without its body);
+// their files go to tmp/ for reuse. It does not wait for a sync: a nil
+// error means the message is gone, and its removal is durable within
+// removeSyncDelay (at once after Close). If the removal is lost in a crash,
+// the message comes back and is delivered again. A body left without its
+// meta by a crash is removed by Scan. If the meta did not exist the body is
+// removed at once and the error wraps fs.ErrNotExist.
 func (s *Spool) Remove(id string) error {
 	if err := checkID("remove", id); err != nil {
 		return err
 	}
-	var metaErr error
-	if err := s.metas.keep(filepath.Join(s.meta, id)); err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("spool: remove %s: %w", id, err)
+	seq, metaErr := s.metas.keep(filepath.Join(s.meta, id))
+	switch {
+	case metaErr == nil:
+		s.doomedMu.Lock()
+		s.doomed = append(s.doomed, doomedBody{id: id, seq: seq})
+		s.doomedMu.Unlock()
+	case errors.Is(metaErr, fs.ErrNotExist) && !s.doomedBody(id):
+		// No meta to wait for.
+		if _, err := s.bodies.keep(filepath.Join(s.msg, id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("spool: remove %s: body: %w", id, err)
 		}
-		metaErr = err
+	case errors.Is(metaErr, fs.ErrNotExist):
+		// Removed already: its body waits for the meta's removal.
+	default:
+		return fmt.Errorf("spool: remove %s: %w", id, metaErr)
 	}
-	bodyErr := s.bodies.keep(filepath.Join(s.msg, id))
+	s.dropBodies()
 	if err := s.syncRemovalsLater(); err != nil {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
-	}
-	if bodyErr != nil && !errors.Is(bodyErr, fs.ErrNotExist) {
-		return fmt.Errorf("spool: remove %s: body: %w", id, bodyErr)
 	}
 	if metaErr != nil {
 		return fmt.Errorf("spool: remove %s: %w", id, metaErr)
@@ -653,17 +665,63 @@ func (s *Spool) Remove(id string) error {
 	return nil
 }
 
+// doomedBody is the body of a removed message, left in msg/ until the
+// removal of its meta (removal number seq) is durable: removed at once, its
+// removal could reach the disk first, and a crash then would leave a meta
+// without its body, which Scan quarantines.
+type doomedBody struct {
+	id  string
+	seq uint64
+}
+
+// doomedBody reports whether id's body waits for its meta's removal.
+func (s *Spool) doomedBody(id string) bool {
+	s.doomedMu.Lock()
+	defer s.doomedMu.Unlock()
+	return slices.ContainsFunc(s.doomed, func(d doomedBody) bool { return d.id == id })
+}
+
+// dropBodies removes the doomed bodies whose meta's removal is durable.
+func (s *Spool) dropBodies() {
+	durable := s.rm.durable.Load()
+	s.doomedMu.Lock()
+	var ready []string
+	s.doomed = slices.DeleteFunc(s.doomed, func(d doomedBody) bool {
+		if d.seq <= durable {
+			ready = append(ready, d.id)
+			return true
+		}
+		return false
+	})
+	s.doomedMu.Unlock()
+	for _, id := range ready {
+		if _, err := s.bodies.keep(filepath.Join(s.msg, id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.logger().Error("spool_remove_body_failed", "id", id, "err", err)
+		}
+	}
+}
+
+// waiting reports whether removals wait for a sync, or bodies for theirs.
+func (s *Spool) waiting() bool {
+	if s.rm.pending() {
+		return true
+	}
+	s.doomedMu.Lock()
+	defer s.doomedMu.Unlock()
+	return len(s.doomed) > 0
+}
+
 // syncRemovalsLater arms the timer that makes the removals durable, unless
 // it is armed already or none waits. After Close it syncs them now instead.
 func (s *Spool) syncRemovalsLater() error {
 	s.timerMu.Lock()
 	closed := s.closed
-	if !closed && s.timer == nil && s.rm.pending() {
+	if !closed && s.timer == nil && s.waiting() {
 		s.timer = time.AfterFunc(s.removeDelay, s.removalTimer)
 	}
 	s.timerMu.Unlock()
 	if closed {
-		return s.syncRemovals()
+		return s.flushRemovals()
 	}
 	return nil
 }
@@ -674,18 +732,38 @@ func (s *Spool) removalTimer() {
 	s.timerMu.Lock()
 	s.timer = nil // a removal from now on arms the next one
 	s.timerMu.Unlock()
-	if err := s.syncRemovals(); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		s.logger().Error("spool_remove_sync_failed", "dir", s.dir, "err", err)
+	if err := s.syncRemovals(); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			s.logger().Error("spool_remove_sync_failed", "dir", s.dir, "err", err)
+		}
+		return
 	}
+	// The bodies dropped now are removals that wait in turn.
+	s.syncRemovalsLater()
+}
+
+// flushRemovals makes every removal durable now, the bodies' included.
+func (s *Spool) flushRemovals() error {
+	// Twice: the bodies dropped by the first wait for the second.
+	for range 2 {
+		if err := s.syncRemovals(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // syncRemovals makes the removals done before the call durable, if some
-// may not be.
+// may not be, and then drops the bodies that waited for them (their own
+// removals are not synced).
 func (s *Spool) syncRemovals() error {
-	if !s.rm.pending() {
-		return nil
+	if s.rm.pending() {
+		if err := s.syncDirs(s.msgSync, s.metaSync); err != nil {
+			return err
+		}
 	}
-	return s.syncDirs(s.msgSync, s.metaSync)
+	s.dropBodies()
+	return nil
 }
 
 // syncFile fsyncs f, written and not yet closed, under SyncFiles; under

@@ -321,15 +321,24 @@ func TestRemove(t *testing.T) {
 	if err := s.Remove(m.ID); err != nil {
 		t.Fatal(err)
 	}
-	// Its two files wait in tmp/ for reuse; nothing else is left.
-	if got := files(t, s); len(got) != 2 || !strings.HasPrefix(got[0], "tmp/") || !strings.HasPrefix(got[1], "tmp/") {
+	// The meta goes at once; the body waits in msg/ for the meta's removal
+	// to be durable, but is no longer the message's.
+	if got := files(t, s); len(got) != 2 || got[0] != "msg/"+m.ID || !strings.HasPrefix(got[1], "tmp/") {
 		t.Fatalf("files left: %v", got)
+	}
+	if _, err := s.Body(m.ID); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Body after Remove: %v", err)
 	}
 	if err := s.Remove(m.ID); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("second Remove: %v", err)
 	}
-	if _, err := s.Body(m.ID); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("Body after Remove: %v", err)
+	if got := files(t, s); len(got) != 2 || got[0] != "msg/"+m.ID {
+		t.Fatalf("a second Remove took the body before the meta's removal was durable: %v", got)
+	}
+	// Its two files wait in tmp/ for reuse; nothing else is left.
+	settle(t, s)
+	if got := files(t, s); len(got) != 2 || !strings.HasPrefix(got[0], "tmp/") || !strings.HasPrefix(got[1], "tmp/") {
+		t.Fatalf("files left: %v", got)
 	}
 }
 
@@ -962,7 +971,7 @@ func TestRecycle(t *testing.T) {
 	if err := s.Remove(first.ID); err != nil {
 		t.Fatal(err)
 	}
-	between := putMsg(t, s, "its sync makes the removal durable")
+	settle(t, s)
 	second := putMsg(t, s, "short body\r\n")
 	b2, m2 := msgFiles(t, s, second.ID)
 	if !os.SameFile(b1, b2) || !os.SameFile(m1, m2) {
@@ -984,8 +993,7 @@ func TestRecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(metas) != 2 || metas[0].ID != between.ID || metas[1].ID != second.ID ||
-		len(metas[1].Rcpts) != 1 || metas[1].Size != b2.Size() {
+	if len(metas) != 1 || metas[0].ID != second.ID || len(metas[0].Rcpts) != 1 || metas[0].Size != b2.Size() {
 		t.Fatalf("Scan after reuse: %+v", metas)
 	}
 	if left := dirNames(t, filepath.Join(s.Dir(), "tmp")); len(left) != 0 {
@@ -993,21 +1001,42 @@ func TestRecycle(t *testing.T) {
 	}
 }
 
-// TestReuseOnlyDurable: a removed message's files are not written over
-// until a sync has made the removal durable (else a crash could bring back
-// its meta holding a later message's contents). Under SyncFS any sync (an
-// Update's) covers the removal; under SyncFiles an fsync of meta/ alone (an
-// Update's) does not, a Put's of msg/ and meta/ does.
+// settle makes every removal durable and drops the bodies waiting for it,
+// as the timer does in two rounds.
+func settle(t *testing.T, s *Spool) {
+	t.Helper()
+	if err := s.flushRemovals(); err != nil {
+		t.Fatal(err)
+	}
+	if s.waiting() {
+		t.Fatal("removals still waiting after two syncs")
+	}
+}
+
+// TestReuseOnlyDurable: a removed message's body stays in msg/ until the
+// removal of its meta is durable (else a crash could leave the meta without
+// it), and neither file is written over until its removal is durable (else
+// a crash could bring back the meta holding a later message's contents).
+// Under SyncFS any sync (an Update's) covers a removal; under SyncFiles an
+// fsync of meta/ alone (an Update's) does not, a Put's of msg/ and meta/
+// does.
 func TestReuseOnlyDurable(t *testing.T) {
 	for _, mode := range []SyncMode{SyncFS, SyncFiles} {
 		t.Run(mode.String(), func(t *testing.T) {
 			s := openSpoolMode(t, mode)
 			s.removeDelay = time.Hour // only the test's calls sync
-			other := putMsg(t, s, "other")
+			other, other2 := putMsg(t, s, "other"), putMsg(t, s, "other2")
 			old := putMsg(t, s, "old")
 			oldBody, oldMeta := msgFiles(t, s, old.ID)
 			if err := s.Remove(old.ID); err != nil {
 				t.Fatal(err)
+			}
+			bodyLeft := func() bool {
+				_, err := os.Stat(filepath.Join(s.Dir(), "msg", old.ID))
+				return err == nil
+			}
+			if !bodyLeft() {
+				t.Fatal("body removed before its meta's removal was durable")
 			}
 			other.Attempts++
 			if err := s.Update(other); err != nil {
@@ -1018,19 +1047,25 @@ func TestReuseOnlyDurable(t *testing.T) {
 			}
 			next := putMsg(t, s, "next")
 			nextBody, nextMeta := msgFiles(t, s, next.ID)
-			reused := os.SameFile(nextBody, oldBody) && os.SameFile(nextMeta, oldMeta)
-			if want := mode == SyncFS; reused != want {
-				t.Fatalf("after an Update's sync: removed files reused %v, want %v", reused, want)
+			if os.SameFile(nextBody, oldBody) {
+				t.Fatal("Put reused the body of a message whose meta's removal was not durable")
 			}
-			if reused {
-				return
+			if got, want := os.SameFile(nextMeta, oldMeta), mode == SyncFS; got != want {
+				t.Fatalf("after an Update's sync: removed meta's file reused %v, want %v", got, want)
 			}
-			if os.SameFile(nextBody, oldBody) || os.SameFile(nextMeta, oldMeta) {
-				t.Fatal("Put reused a removed file before the removal was durable")
+			// next's Put synced msg/ and meta/: the meta's removal is durable,
+			// so the next Remove drops the body too, which a later sync
+			// makes reusable.
+			if err := s.Remove(other2.ID); err != nil {
+				t.Fatal(err)
 			}
+			if bodyLeft() {
+				t.Fatal("body still in msg/ after its meta's removal was durable")
+			}
+			putMsg(t, s, "its sync makes the body's removal durable")
 			last := putMsg(t, s, "last")
-			if b, m := msgFiles(t, s, last.ID); !os.SameFile(b, oldBody) || !os.SameFile(m, oldMeta) {
-				t.Fatal("removed files not reused after a Put's sync")
+			if b, _ := msgFiles(t, s, last.ID); !os.SameFile(b, oldBody) {
+				t.Fatal("removed body's file not reused once its removal was durable")
 			}
 		})
 	}
@@ -1047,7 +1082,7 @@ func TestReuseOldestFirst(t *testing.T) {
 	if err := s.Remove(a.ID); err != nil {
 		t.Fatal(err)
 	}
-	putMsg(t, s, "its sync makes a's removal durable")
+	settle(t, s)
 	if err := s.Remove(b.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -1089,9 +1124,13 @@ func TestRemoveTimer(t *testing.T) {
 			if err := s.Remove(old.ID); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "durable", func() bool { return !s.rm.pending() })
+			// Two rounds: the meta's removal, then the body's.
+			waitFor(t, "durable", func() bool { return !s.waiting() })
 			if armed(s) != nil {
-				t.Fatal("timer still armed after its sync")
+				t.Fatal("timer still armed after its syncs")
+			}
+			if _, err := os.Stat(filepath.Join(s.Dir(), "msg", old.ID)); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("body after the timer: %v", err)
 			}
 			next := putMsg(t, s, "next")
 			if b, m := msgFiles(t, s, next.ID); !os.SameFile(b, oldBody) || !os.SameFile(m, oldMeta) {
@@ -1126,14 +1165,14 @@ func TestClose(t *testing.T) {
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if s.rm.pending() || armed(s) != nil || timer.Stop() {
-				t.Fatalf("after Close: pending %v, timer %v", s.rm.pending(), armed(s))
+			if s.waiting() || armed(s) != nil || timer.Stop() {
+				t.Fatalf("after Close: waiting %v, timer %v", s.waiting(), armed(s))
 			}
 			if err := s.Remove(c.ID); err != nil {
 				t.Fatal(err)
 			}
-			if s.rm.pending() || armed(s) != nil {
-				t.Fatalf("after Close and Remove: pending %v, timer %v", s.rm.pending(), armed(s))
+			if s.waiting() || armed(s) != nil {
+				t.Fatalf("after Close and Remove: waiting %v, timer %v", s.waiting(), armed(s))
 			}
 			next := putMsg(t, s, "next")
 			if nb, nm := msgFiles(t, s, next.ID); !os.SameFile(nb, aBody) || !os.SameFile(nm, aMeta) {
