@@ -42,6 +42,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -179,7 +180,10 @@ func (e errorLog) Println(v ...any) {
 	e.l.Warn("smtp server", "err", strings.TrimSpace(fmt.Sprintln(v...)))
 }
 
-type backend struct{ cfg Config }
+type backend struct {
+	cfg  Config
+	rdns rdnsCache
+}
 
 // NewSession runs at the first EHLO/HELO, and again after STARTTLS.
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
@@ -205,23 +209,26 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	go func() {
 		defer close(s.rdnsDone)
 		if s.ip != "" {
-			s.rdns = reverseName(ctx, b.cfg.Resolver, s.ip)
+			s.rdns = b.rdns.name(ctx, b.cfg.Resolver, s.ip)
 		}
 	}()
 	return s, nil
 }
 
 // reverseName returns ip's forward-confirmed reverse name (a PTR name
-// whose addresses include ip), or "".
-func reverseName(ctx context.Context, r *net.Resolver, ip string) string {
+// whose addresses include ip), or "". final is false when a lookup failed
+// (timeout, server failure) rather than found no name: then another try
+// may find one.
+func reverseName(ctx context.Context, r *net.Resolver, ip string) (name string, final bool) {
 	want, err := netip.ParseAddr(ip)
 	if err != nil {
-		return ""
+		return "", true
 	}
 	names, err := r.LookupAddr(ctx, ip)
 	if err != nil {
-		return ""
+		return "", notFound(err)
 	}
+	final = true
 	for i, n := range names {
 		if i == 3 {
 			break
@@ -232,15 +239,74 @@ func reverseName(ctx context.Context, r *net.Resolver, ip string) string {
 		}
 		addrs, err := r.LookupNetIP(ctx, "ip", n)
 		if err != nil {
+			final = final && notFound(err)
 			continue
 		}
 		for _, a := range addrs {
 			if a.Unmap() == want {
-				return n
+				return n, true
 			}
 		}
 	}
-	return ""
+	return "", final
+}
+
+// notFound reports whether a lookup error says the name has no such
+// records, an answer rather than a failure.
+func notFound(err error) bool {
+	var de *net.DNSError
+	return errors.As(err, &de) && de.IsNotFound
+}
+
+// rdnsCache remembers clients' reverse names (and their absence) for
+// rdnsTTL, so that a sender's many connections, and the second session of a
+// connection that starts TLS, cost no DNS queries. Failed lookups are not
+// remembered.
+type rdnsCache struct {
+	mu sync.Mutex
+	m  map[string]rdnsEntry // by IP
+}
+
+type rdnsEntry struct {
+	name    string
+	expires time.Time
+}
+
+const (
+	rdnsTTL     = time.Minute
+	rdnsEntries = 10000 // at most; when full, expired entries go, or all
+)
+
+// name returns ip's reverse name, from the cache or looked up through r.
+func (c *rdnsCache) name(ctx context.Context, r *net.Resolver, ip string) string {
+	now := time.Now()
+	c.mu.Lock()
+	e, ok := c.m[ip]
+	c.mu.Unlock()
+	if ok && now.Before(e.expires) {
+		return e.name
+	}
+	name, final := reverseName(ctx, r, ip)
+	if final {
+		c.put(ip, rdnsEntry{name: name, expires: now.Add(rdnsTTL)})
+	}
+	return name
+}
+
+func (c *rdnsCache) put(ip string, e rdnsEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]rdnsEntry{}
+	}
+	if len(c.m) >= rdnsEntries {
+		now := time.Now()
+		maps.DeleteFunc(c.m, func(_ string, e rdnsEntry) bool { return !now.Before(e.expires) })
+		if len(c.m) >= rdnsEntries {
+			clear(c.m)
+		}
+	}
+	c.m[ip] = e
 }
 
 // session is one client's session. go-smtp calls Mail, Rcpt and Reset from
