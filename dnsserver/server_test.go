@@ -1305,11 +1305,7 @@ func TestLiveUpdate(t *testing.T) {
 func TestRedisOutage(t *testing.T) {
 	rs := storetest.Start(t)
 	ctx := context.Background()
-	st, err := store.Open(ctx, rs.URL(0), protoOptions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := rs.Open(t, protoOptions)
 	secrets := protoSeed(t, st)
 	s := protoStart(t, st, secrets, dnsserver.Config{})
 

@@ -17,18 +17,6 @@ import (
 	"github.com/mxport/mxport/store/storetest"
 )
 
-// openOn opens a store on database 0 of srv, a redis-server of the test's
-// own that it may stop and restart.
-func openOn(t *testing.T, srv *storetest.Server) *store.Store {
-	t.Helper()
-	st, err := store.Open(bg, srv.URL(0), storetest.Options)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
-
 // populate is start's store set-up on st: example.com forwarded to a home
 // server, sender.test to a sender's server, and plain.test hosted but not
 // forwarded (its MX has no port).
@@ -138,7 +126,7 @@ func timedSend(t *testing.T, addr, subject string) time.Duration {
 // back the index follows it again.
 func TestRedisStoppedMidRun(t *testing.T) {
 	srv := storetest.Start(t)
-	st := openOn(t, srv)
+	st := srv.Open(t, storetest.Options)
 	e := populate(t, st)
 	serveEnv(t, e, []time.Duration{200 * time.Millisecond}, time.Hour)
 	waitFor(t, 10*time.Second, "route index loaded", func() bool { return e.f.Index().Loaded() })
@@ -202,7 +190,7 @@ func TestRedisStoppedMidRun(t *testing.T) {
 // the index loads and mail is accepted.
 func TestIndexNeverLoaded(t *testing.T) {
 	srv := storetest.Start(t)
-	st := openOn(t, srv)
+	st := srv.Open(t, storetest.Options)
 	e := populate(t, st)
 	srv.Shutdown() // the zones must be there when it comes back
 	serveEnv(t, e, []time.Duration{200 * time.Millisecond}, time.Hour)

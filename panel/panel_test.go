@@ -73,11 +73,7 @@ func token(t *testing.T, st *store.Store, role store.Role) string {
 
 func TestHealthAndReady(t *testing.T) {
 	rs := storetest.Start(t)
-	st, err := store.Open(context.Background(), rs.URL(0), storetest.Options)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := rs.Open(t, storetest.Options)
 	var notReady error
 	srv := serve(t, panel.Config{Store: st, Ready: func(context.Context) error { return notReady }})
 

@@ -371,11 +371,7 @@ func TestFollowReconnect(t *testing.T) {
 	if err := rawClient(t, srv.URL(0)).ConfigSet(bg, "appendfsync", "always").Err(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := store.Open(bg, srv.URL(0), storetest.Options)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := srv.Open(t, storetest.Options)
 	withAccount(t, s)
 	for _, n := range []string{"a.test", "b.test", "c.test"} {
 		mustZone(t, s, n)

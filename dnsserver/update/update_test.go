@@ -651,11 +651,7 @@ func TestConflictRetry(t *testing.T) {
 func TestStoreDown(t *testing.T) {
 	t.Parallel()
 	srv := storetest.Start(t)
-	s, err := store.Open(bg, srv.URL(0), storetest.Options)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := srv.Open(t, storetest.Options)
 	if _, err := s.CreateAccount(bg, "acme", store.RoleCustomer, ""); err != nil {
 		t.Fatal(err)
 	}

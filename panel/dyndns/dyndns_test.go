@@ -307,11 +307,7 @@ func TestLimiterRefills(t *testing.T) {
 
 func Test911(t *testing.T) {
 	srv := storetest.Start(t)
-	st, err := store.Open(context.Background(), srv.URL(0), storetest.Options)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := srv.Open(t, storetest.Options)
 	e := newEnv(t, Config{Store: st})
 	if _, body := e.nic(t, e.alice, "hostname=home.example.com&myip=192.0.2.1"); body != "good 192.0.2.1\n" {
 		t.Fatalf("before: %q", body)

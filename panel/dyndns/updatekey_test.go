@@ -1,13 +1,10 @@
 package dyndns
 
 import (
-	"context"
-
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/mxport/mxport/store"
 	"github.com/mxport/mxport/store/record"
 	"github.com/mxport/mxport/store/storetest"
 )
@@ -178,11 +175,7 @@ func TestUpdateKeyNotForACME(t *testing.T) {
 // badauth: the router must not believe its key is gone.
 func TestUpdateKey911(t *testing.T) {
 	srv := storetest.Start(t)
-	st, err := store.Open(context.Background(), srv.URL(0), storetest.Options)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := srv.Open(t, storetest.Options)
 	e := newEnv(t, Config{Store: st})
 	key := e.newKey(t, "example.com", "home")
 	if _, body := e.nic(t, key, "hostname=home.example.com&myip=192.0.2.1"); body != "good 192.0.2.1\n" {

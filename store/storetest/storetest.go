@@ -203,7 +203,19 @@ func New(t testing.TB) *store.Store {
 // NewWith is New with other options.
 func NewWith(t testing.TB, o store.Options) *store.Store {
 	t.Helper()
-	s, err := store.Open(context.Background(), NewURL(t), o)
+	return open(t, NewURL(t), o)
+}
+
+// Open returns a Store on database 0 of s, a server of the test's own,
+// closed at t's cleanup.
+func (s *Server) Open(t testing.TB, o store.Options) *store.Store {
+	t.Helper()
+	return open(t, s.URL(0), o)
+}
+
+func open(t testing.TB, url string, o store.Options) *store.Store {
+	t.Helper()
+	s, err := store.Open(context.Background(), url, o)
 	if err != nil {
 		t.Fatal(err)
 	}
