@@ -165,7 +165,17 @@ type client struct {
 
 func (f *fixture) dial() *client {
 	f.t.Helper()
-	conn, err := net.Dial("tcp", f.addr)
+	return f.dialFrom("")
+}
+
+// dialFrom connects to the fixture from the loopback address ip ("": any).
+func (f *fixture) dialFrom(ip string) *client {
+	f.t.Helper()
+	var nd net.Dialer
+	if ip != "" {
+		nd.LocalAddr = &net.TCPAddr{IP: net.ParseIP(ip)}
+	}
+	conn, err := nd.Dial("tcp", f.addr)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package smtpd
 import (
 	"context"
 	"net"
-	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
@@ -69,20 +68,6 @@ func (d *testDNS) resolver() *net.Resolver {
 		var nd net.Dialer
 		return nd.DialContext(ctx, "udp", d.addr)
 	}}
-}
-
-// dialFrom connects to the fixture from the loopback address ip.
-func (f *fixture) dialFrom(ip string) *client {
-	f.t.Helper()
-	nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
-	conn, err := nd.Dial("tcp", f.addr)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	c := &client{t: f.t, conn: conn, tp: textproto.NewConn(conn)}
-	f.t.Cleanup(func() { conn.Close() })
-	c.expect(220)
-	return c
 }
 
 // TestReverseNameCached: the client's forward-confirmed reverse name goes

@@ -170,7 +170,7 @@ type Spool struct {
 	log                         atomic.Pointer[slog.Logger]
 
 	doomedMu sync.Mutex
-	doomed   []doomedBody // bodies whose meta's removal is not durable yet
+	doomed   map[string]uint64 // removed messages whose body waits in msg/: the removal number of their meta
 
 	timerMu sync.Mutex
 	timer   *time.Timer // armed while removals wait for their sync
@@ -196,6 +196,7 @@ func OpenMode(dir string, mode SyncMode) (*Spool, error) {
 		meta:        filepath.Join(abs, dirMeta),
 		quarantine:  filepath.Join(abs, dirQuarantine),
 		removeDelay: removeSyncDelay,
+		doomed:      map[string]uint64{},
 	}
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", abs, err)
@@ -643,7 +644,7 @@ func (s *Spool) Remove(id string) error {
 	switch {
 	case metaErr == nil:
 		s.doomedMu.Lock()
-		s.doomed = append(s.doomed, doomedBody{id: id, seq: seq})
+		s.doomed[id] = seq
 		s.doomedMu.Unlock()
 	case errors.Is(metaErr, fs.ErrNotExist) && !s.doomedBody(id):
 		// No meta to wait for.
@@ -665,34 +666,28 @@ func (s *Spool) Remove(id string) error {
 	return nil
 }
 
-// doomedBody is the body of a removed message, left in msg/ until the
-// removal of its meta (removal number seq) is durable: removed at once, its
-// removal could reach the disk first, and a crash then would leave a meta
-// without its body, which Scan quarantines.
-type doomedBody struct {
-	id  string
-	seq uint64
-}
-
 // doomedBody reports whether id's body waits for its meta's removal.
 func (s *Spool) doomedBody(id string) bool {
 	s.doomedMu.Lock()
 	defer s.doomedMu.Unlock()
-	return slices.ContainsFunc(s.doomed, func(d doomedBody) bool { return d.id == id })
+	_, ok := s.doomed[id]
+	return ok
 }
 
-// dropBodies removes the doomed bodies whose meta's removal is durable.
+// dropBodies removes the bodies whose meta's removal is durable. A body
+// waits for that: removed at once, its removal could reach the disk first,
+// and a crash then would leave a meta without its body, which Scan
+// quarantines.
 func (s *Spool) dropBodies() {
 	durable := s.rm.durable.Load()
 	s.doomedMu.Lock()
 	var ready []string
-	s.doomed = slices.DeleteFunc(s.doomed, func(d doomedBody) bool {
-		if d.seq <= durable {
-			ready = append(ready, d.id)
-			return true
+	for id, seq := range s.doomed {
+		if seq <= durable {
+			ready = append(ready, id)
+			delete(s.doomed, id)
 		}
-		return false
-	})
+	}
 	s.doomedMu.Unlock()
 	for _, id := range ready {
 		if _, err := s.bodies.keep(filepath.Join(s.msg, id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
