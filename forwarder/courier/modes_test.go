@@ -18,17 +18,9 @@ type server struct {
 	Addr string
 }
 
-// eachMode runs f as two subtests: with a server that offers PIPELINING, as
-// go-smtp's does, and with one that does not.
-func eachMode(t *testing.T, f func(t *testing.T, pipelining bool)) {
-	for _, pipelining := range []bool{true, false} {
-		name := "pipelining"
-		if !pipelining {
-			name = "no pipelining"
-		}
-		t.Run(name, func(t *testing.T) { f(t, pipelining) })
-	}
-}
+// eachMode runs f with a server that offers PIPELINING, as go-smtp's does,
+// and with one that does not.
+var eachMode = courier.EachMode
 
 // start starts a smtptest server with opts (not TLS) behind a proxy that
 // offers PIPELINING or not. At cleanup the proxy checks that the courier
