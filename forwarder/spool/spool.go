@@ -170,7 +170,8 @@ type Spool struct {
 	log                         atomic.Pointer[slog.Logger]
 
 	doomedMu sync.Mutex
-	doomed   map[string]uint64 // removed messages whose body waits in msg/: the removal number of their meta
+	doomed   map[string]bool // removed messages whose body waits in msg/ for their meta's removal to be durable
+	doomedQ  []doomedBody    // the same, in the order of their meta's removal
 
 	timerMu sync.Mutex
 	timer   *time.Timer // armed while removals wait for their sync
@@ -196,7 +197,7 @@ func OpenMode(dir string, mode SyncMode) (*Spool, error) {
 		meta:        filepath.Join(abs, dirMeta),
 		quarantine:  filepath.Join(abs, dirQuarantine),
 		removeDelay: removeSyncDelay,
-		doomed:      map[string]uint64{},
+		doomed:      map[string]bool{},
 	}
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", abs, err)
@@ -644,7 +645,8 @@ func (s *Spool) Remove(id string) error {
 	switch {
 	case metaErr == nil:
 		s.doomedMu.Lock()
-		s.doomed[id] = seq
+		s.doomed[id] = true
+		s.doomedQ = append(s.doomedQ, doomedBody{id: id, seq: seq})
 		s.doomedMu.Unlock()
 	case errors.Is(metaErr, fs.ErrNotExist) && !s.doomedBody(id):
 		// No meta to wait for.
@@ -670,8 +672,14 @@ func (s *Spool) Remove(id string) error {
 func (s *Spool) doomedBody(id string) bool {
 	s.doomedMu.Lock()
 	defer s.doomedMu.Unlock()
-	_, ok := s.doomed[id]
-	return ok
+	return s.doomed[id]
+}
+
+// doomedBody is a removed message whose body waits in msg/ for the removal
+// of its meta, number seq, to be durable.
+type doomedBody struct {
+	id  string
+	seq uint64
 }
 
 // dropBodies removes the bodies whose meta's removal is durable. A body
@@ -681,17 +689,18 @@ func (s *Spool) doomedBody(id string) bool {
 func (s *Spool) dropBodies() {
 	durable := s.rm.durable.Load()
 	s.doomedMu.Lock()
-	var ready []string
-	for id, seq := range s.doomed {
-		if seq <= durable {
-			ready = append(ready, id)
-			delete(s.doomed, id)
-		}
+	// Oldest first: one numbered out of order waits for the next round.
+	n := 0
+	for n < len(s.doomedQ) && s.doomedQ[n].seq <= durable {
+		delete(s.doomed, s.doomedQ[n].id)
+		n++
 	}
+	ready := s.doomedQ[:n:n]
+	s.doomedQ = s.doomedQ[n:]
 	s.doomedMu.Unlock()
-	for _, id := range ready {
-		if _, err := s.bodies.keep(filepath.Join(s.msg, id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.logger().Error("spool_remove_body_failed", "id", id, "err", err)
+	for _, d := range ready {
+		if _, err := s.bodies.keep(filepath.Join(s.msg, d.id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.logger().Error("spool_remove_body_failed", "id", d.id, "err", err)
 		}
 	}
 }
