@@ -42,9 +42,11 @@ func (s *Store) CreateSession(ctx context.Context, u User, ttl time.Duration) (s
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, key, "email", sess.Email, "account", sess.Account, "role", string(sess.Role),
 			"csrf", sess.CSRF, "expires", unixString(sess.Expires))
-		p.ExpireAt(ctx, key, sess.Expires)
+		// Relative to Redis's clock, so a node whose clock differs cannot
+		// make Redis drop a session at once; LookupSession checks Expires.
+		p.Expire(ctx, key, ttl)
 		p.SAdd(ctx, keyUserSessions(sess.Email), key)
-		p.ExpireAt(ctx, keyUserSessions(sess.Email), sess.Expires)
+		p.Expire(ctx, keyUserSessions(sess.Email), ttl)
 		return nil
 	})
 	if err != nil {
