@@ -24,6 +24,8 @@ endif
 
 # Commands the targets need, as command:package pairs for apt-get (Debian 12). Add a
 # pair to extend; a package that provides several commands may appear more than once.
+# A name with :: is a Perl module, checked with perl -M (its pair is Module=package,
+# since the module name holds colons).
 # gcc: `go test -race` needs cgo.
 DEPS := \
 	redis-server:redis-server \
@@ -33,6 +35,7 @@ DEPS := \
 	nsupdate:bind9-dnsutils \
 	knotd:knot \
 	swaks:swaks \
+	Net::SSLeay=libnet-ssleay-perl \
 	gcc:gcc \
 	chromium:chromium \
 	smtp-sink:postfix \
@@ -59,12 +62,16 @@ BENCH_ZONES ?= 100000
 
 .PHONY: deps build test fuzz-smoke run redis-start redis-stop clean bench-store check-go
 
-# deps: install through apt-get whatever command of DEPS is missing. apt-get update
+# deps: install through apt-get whatever command or Perl module of DEPS is missing. apt-get update
 # runs only when something is missing; sudo only when not root.
 deps:
 	@PATH="$$PATH:/usr/sbin:/sbin"; missing=(); \
+	have() { case "$$1" in \
+		*::*=*) perl -M"$${1%%=*}" -e1 >/dev/null 2>&1 ;; \
+		*) command -v "$${1%%:*}" >/dev/null 2>&1 ;; esac; }; \
+	pkg() { case "$$1" in *::*=*) echo "$${1#*=}" ;; *) echo "$${1#*:}" ;; esac; }; \
 	for pair in $(DEPS); do \
-		command -v "$${pair%%:*}" >/dev/null 2>&1 || missing+=("$${pair#*:}"); \
+		have "$$pair" || missing+=("$$(pkg "$$pair")"); \
 	done; \
 	[ $${#missing[@]} -eq 0 ] && exit 0; \
 	pkgs=$$(printf '%s\n' "$${missing[@]}" | sort -u | paste -sd' '); \
@@ -83,7 +90,7 @@ deps:
 	fi; \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$pkgs; \
 	for pair in $(DEPS); do \
-		command -v "$${pair%%:*}" >/dev/null 2>&1 || { echo "deps: $${pair%%:*} still missing after installing $${pair#*:}" >&2; exit 1; }; \
+		have "$$pair" || { echo "deps: $$pair still missing after installing $$(pkg "$$pair")" >&2; exit 1; }; \
 	done
 
 check-go:
