@@ -23,7 +23,10 @@
 // With SyncFS (the default) the syncs are syncfs(2) calls shared between
 // concurrent callers (group commit): one covers the files and renames of every
 // caller that got to it before it started, so twenty sessions finishing
-// together cost two syncs, not forty fsyncs. syncfs flushes everything dirty
+// together cost two syncs, not forty fsyncs. The run that covers a group's
+// files renames them into place itself, before the next run starts, so
+// that next run covers the renames: a Put waits for the run under way (if
+// any) and two more. syncfs flushes everything dirty
 // on the spool's file system, so another process writing much to it delays
 // the spool's syncs: give the spool a file system of its own, or use
 // SyncFiles, which fsyncs each file (as Postfix does) and shares only the
@@ -214,7 +217,8 @@ func OpenMode(dir string, mode SyncMode) (*Spool, error) {
 			return nil, fmt.Errorf("spool: open %s: %s is not a directory", abs, d)
 		}
 	}
-	s.fsSync = newSyncer(func() error { return syncFS(abs) })
+	// A syncfs covers the removals made before it started.
+	s.fsSync = newSyncer(func() error { return s.rm.cover(func() error { return syncFS(abs) }) })
 	s.msgSync = newSyncer(func() error { return syncDir(s.msg) })
 	s.metaSync = newSyncer(func() error { return syncDir(s.meta) })
 	s.quarSync = newSyncer(func() error { return syncDir(s.quarantine) })
@@ -375,26 +379,25 @@ func (s *Spool) Put(m *Meta, body io.Reader, maxSize int64) error {
 		return fmt.Errorf("spool: put %s: write meta: %w", id, err)
 	}
 
-	// Both files reach the disk before either is renamed into place ...
-	if err = s.syncWrites(); err != nil {
-		return fmt.Errorf("spool: put %s: sync: %w", id, err)
-	}
-	// ... then they are renamed, body first, so that a meta is never seen
-	// without its body, and never over an existing message ...
-	if err = renameNoReplace(tmpBody, msgPath); err != nil {
-		return fmt.Errorf("spool: put %s: commit body: %w", id, err)
-	}
-	renamedBody = true
-	if err = renameNoReplace(tmpMeta, metaPath); err != nil {
-		return fmt.Errorf("spool: put %s: commit meta: %w", id, err)
-	}
-	renamedMeta = true
-	// ... and the renames reach it too. Only then is the message
+	// Both files reach the disk before either is renamed into place, body
+	// first, so that a meta is never seen without its body, and never over
+	// an existing message; the renames reach it too before the message is
 	// acknowledged. (If the power fails before, the message was not
 	// acknowledged; on a file system that could persist the meta's rename
 	// without the body's, Scan quarantines the meta.)
-	if err = s.syncDirs(s.msgSync, s.metaSync); err != nil {
-		return fmt.Errorf("spool: put %s: commit: %w", id, err)
+	err = s.commit(func() error {
+		if err := renameNoReplace(tmpBody, msgPath); err != nil {
+			return fmt.Errorf("commit body: %w", err)
+		}
+		renamedBody = true
+		if err := renameNoReplace(tmpMeta, metaPath); err != nil {
+			return fmt.Errorf("commit meta: %w", err)
+		}
+		renamedMeta = true
+		return nil
+	}, s.msgSync, s.metaSync)
+	if err != nil {
+		return fmt.Errorf("spool: put %s: %w", id, err)
 	}
 	committed = true
 	return nil
@@ -412,6 +415,16 @@ func renameNoReplace(oldpath, newpath string) error {
 		return os.Rename(oldpath, newpath)
 	}
 	if err != nil {
+		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
+	}
+	return nil
+}
+
+// rename is os.Rename without its Lstat of newpath (which only refuses to
+// replace a directory, and costs a path lookup): the spool renames files
+// to names it made.
+func rename(oldpath, newpath string) error {
+	if err := unix.Rename(oldpath, newpath); err != nil {
 		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
 	}
 	return nil
@@ -540,7 +553,7 @@ func (r *recycler) keep(path string) (uint64, error) {
 		}
 		return r.rm.add(), nil
 	}
-	if err := os.Rename(path, filepath.Join(r.dir, name)); err != nil {
+	if err := rename(path, filepath.Join(r.dir, name)); err != nil {
 		return 0, err
 	}
 	r.mu.Lock()
@@ -615,16 +628,19 @@ func (s *Spool) Update(m *Meta) error {
 	if err != nil {
 		return fmt.Errorf("spool: update %s: write meta: %w", id, err)
 	}
-	if err := s.syncWrites(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("spool: update %s: sync: %w", id, err)
-	}
-	if err := os.Rename(tmp, metaPath); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("spool: update %s: commit meta: %w", id, err)
-	}
-	if err := s.syncDirs(s.metaSync); err != nil {
-		return fmt.Errorf("spool: update %s: commit meta: %w", id, err)
+	renamed := false
+	err = s.commit(func() error {
+		if err := rename(tmp, metaPath); err != nil {
+			return fmt.Errorf("commit meta: %w", err)
+		}
+		renamed = true
+		return nil
+	}, s.metaSync)
+	if err != nil {
+		if !renamed {
+			os.Remove(tmp)
+		}
+		return fmt.Errorf("spool: update %s: %w", id, err)
 	}
 	return nil
 }
@@ -771,7 +787,7 @@ func (s *Spool) syncRemovals() error {
 }
 
 // syncFile fsyncs f, written and not yet closed, under SyncFiles; under
-// SyncFS syncWrites covers it.
+// SyncFS the first sync of commit covers it.
 func (s *Spool) syncFile(f *os.File) error {
 	if s.mode == SyncFiles {
 		return f.Sync()
@@ -779,13 +795,20 @@ func (s *Spool) syncFile(f *os.File) error {
 	return nil
 }
 
-// syncWrites makes the files written and closed before the call durable:
-// under SyncFiles syncFile did. Under SyncFS it covers the removals too.
-func (s *Spool) syncWrites() error {
+// commit makes the files written and closed before the call durable, then
+// calls fn, which renames them into place in dirs, and makes its renames
+// durable. Under SyncFS the syncs are the fsSync runs that every concurrent
+// commit shares, and fn runs between them (see syncer.commit); under
+// SyncFiles syncFile made the files durable, and the directories' fsyncs
+// follow fn.
+func (s *Spool) commit(fn func() error, dirs ...*syncer) error {
 	if s.mode == SyncFS {
-		return s.rm.cover(s.fsSync.sync)
+		return s.fsSync.commit(fn)
 	}
-	return nil
+	if err := fn(); err != nil {
+		return err
+	}
+	return s.syncDirs(dirs...)
 }
 
 // syncDirs makes the renames and removals made in dirs before the call
@@ -794,7 +817,7 @@ func (s *Spool) syncWrites() error {
 // meta/, covers the removals.
 func (s *Spool) syncDirs(dirs ...*syncer) error {
 	if s.mode == SyncFS {
-		return s.rm.cover(s.fsSync.sync)
+		return s.fsSync.sync()
 	}
 	if slices.Contains(dirs, s.msgSync) && slices.Contains(dirs, s.metaSync) {
 		return s.rm.cover(func() error { return fsyncDirs(dirs) })
@@ -848,14 +871,28 @@ func syncFS(dir string) error {
 // so it covers every change the caller made before calling. While one run
 // is under way, all callers that arrive wait for the next one, which one of
 // them makes for all.
+//
+// commit adds a step between two runs: its function (renames into place)
+// is called by the run that covers the caller's writes, right after it
+// finishes and before the next run starts, and the caller returns once
+// that next run has finished. The callers of one run thus share the next
+// one for their renames too, and no rename waits for a run that started
+// before it.
 type syncer struct {
 	run     func() error
 	mu      sync.Mutex
 	cond    sync.Cond
 	running bool
-	started uint64 // runs started
-	done    uint64 // last run finished
-	err     error  // its result
+	started uint64        // runs started
+	done    uint64        // last run finished
+	err     error         // its result
+	steps   []*commitStep // for the next run to start to call once it has finished
+}
+
+// commitStep is a function a run calls once it has finished without error.
+type commitStep struct {
+	fn  func() error
+	err error // fn's error, or the run's
 }
 
 func newSyncer(run func() error) *syncer {
@@ -868,7 +905,34 @@ func (d *syncer) sync() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	// If one is running it may have started before our change: wait for the next.
-	want := d.started + 1
+	d.await(d.started + 1)
+	// The result of the latest run, which started after our change (an
+	// error from a later one than ours is reported too: it errs on the safe
+	// side).
+	return d.err
+}
+
+// commit waits for a run that started after the call, has it call fn once
+// it finished without error, and waits for the run after that one, which
+// makes fn's changes durable. It returns fn's error, or the first run's, or
+// the second's.
+func (d *syncer) commit(fn func() error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := &commitStep{fn: fn}
+	d.steps = append(d.steps, st)
+	gen := d.started + 1 // the next run to start takes d.steps
+	d.await(gen)
+	if st.err != nil {
+		return st.err
+	}
+	d.await(gen + 1)
+	return d.err
+}
+
+// await returns once run want has finished, making runs while none is
+// under way. d.mu is held.
+func (d *syncer) await(want uint64) {
 	for d.done < want {
 		if d.running {
 			d.cond.Wait()
@@ -876,17 +940,20 @@ func (d *syncer) sync() error {
 		}
 		d.running = true
 		d.started++
-		gen := d.started
+		gen, steps := d.started, d.steps
+		d.steps = nil
 		d.mu.Unlock()
 		err := d.run()
+		for _, st := range steps {
+			st.err = err
+			if err == nil {
+				st.err = st.fn()
+			}
+		}
 		d.mu.Lock()
 		d.running = false
 		d.done = gen
 		d.err = err
 		d.cond.Broadcast()
 	}
-	// The result of the latest run, which started after our change (an
-	// error from a later one than ours is reported too: it errs on the safe
-	// side).
-	return d.err
 }

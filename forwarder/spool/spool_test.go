@@ -460,6 +460,13 @@ func testConcurrent(t *testing.T, mode SyncMode) {
 					errs <- err
 					return
 				}
+				// A Put with the same ID fails in its commit step, among the
+				// other workers' steps of the same runs, and changes nothing.
+				dup := *m
+				if err := s.Put(&dup, strings.NewReader("dup"), 0); !errors.Is(err, fs.ErrExist) {
+					errs <- fmt.Errorf("Put of %s again: %v, want ErrExist", m.ID, err)
+					return
+				}
 				m.Attempts++
 				m.Rcpts[0].State = Delivered
 				if err := s.Update(m); err != nil {
@@ -859,50 +866,115 @@ func TestPutPanickingReader(t *testing.T) {
 	}
 }
 
+// testSyncer is a syncer of a temporary directory's file system that counts
+// its runs and fails them when told to.
+type testSyncer struct {
+	*syncer
+	started, finished atomic.Uint64
+	fail              atomic.Bool
+}
+
+// newTestSyncer returns a testSyncer whose runs call hold (if not nil) first.
+func newTestSyncer(t *testing.T, hold func()) *testSyncer {
+	dir := t.TempDir()
+	d := &testSyncer{}
+	d.syncer = newSyncer(func() error {
+		d.started.Add(1)
+		defer d.finished.Add(1)
+		if d.fail.Load() {
+			return errors.New("disk on fire")
+		}
+		if hold != nil {
+			hold()
+		}
+		return syncFS(dir)
+	})
+	return d
+}
+
+// checkShared fails the test if the calls made more than most runs.
+func (d *testSyncer) checkShared(t *testing.T, calls, most int) {
+	t.Helper()
+	n := d.started.Load()
+	if n > uint64(most) {
+		t.Fatalf("%d runs for %d calls: not shared", n, calls)
+	}
+	t.Logf("%d runs for %d calls", n, calls)
+}
+
 // TestSyncerShared checks that concurrent syncs are shared, that every
 // caller gets a run that started after it called, and that a failing run's
 // error reaches its callers.
 func TestSyncerShared(t *testing.T) {
 	const callers = 200
-	var fail atomic.Bool
 	var entered atomic.Int64
-	dir := t.TempDir()
-	d := newSyncer(func() error {
-		if fail.Load() {
-			return errors.New("disk on fire")
-		}
+	d := newTestSyncer(t, func() {
 		for entered.Load() < callers { // the first run lasts until everyone has called
 			runtime.Gosched()
 		}
-		return syncFS(dir)
 	})
 	var wg sync.WaitGroup
 	for range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
+			before := d.started.Load()
 			entered.Add(1)
-			d.mu.Lock()
-			before := d.started
-			d.mu.Unlock()
 			if err := d.sync(); err != nil {
 				t.Error(err)
 			}
-			d.mu.Lock()
-			if d.done <= before {
-				t.Errorf("returned with run %d done, but %d had started before the call", d.done, before)
+			if f := d.finished.Load(); f <= before {
+				t.Errorf("returned with run %d finished, but %d had started before the call", f, before)
 			}
-			d.mu.Unlock()
-		}()
+		})
 	}
 	wg.Wait()
-	if d.started > callers/10 {
-		t.Fatalf("%d syncs for %d callers: not shared", d.started, callers)
-	}
-	t.Logf("%d syncs for %d callers", d.started, callers)
-	fail.Store(true)
+	d.checkShared(t, callers, callers/10)
+	d.fail.Store(true)
 	if err := d.sync(); err == nil {
 		t.Fatal("a failing sync reported success")
+	}
+}
+
+// TestSyncerCommit checks commit's order: a step runs after a run that
+// started after its caller called, while no run is under way, and the call
+// returns only after a run that started after the step; and that concurrent
+// commits share their runs, with errors reaching their callers.
+func TestSyncerCommit(t *testing.T) {
+	const callers = 200
+	d := newTestSyncer(t, nil)
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			before := d.started.Load()
+			var after uint64
+			err := d.commit(func() error {
+				if s, f := d.started.Load(), d.finished.Load(); s != f {
+					t.Errorf("step ran during a run (%d started, %d finished)", s, f)
+				}
+				if f := d.finished.Load(); f <= before {
+					t.Errorf("step ran after run %d, but run %d had started before the call", f, before)
+				}
+				after = d.started.Load()
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+			if f := d.finished.Load(); f <= after {
+				t.Errorf("returned after run %d, but the step ran after run %d had started", f, after)
+			}
+		})
+	}
+	wg.Wait()
+	d.checkShared(t, callers, callers/4)
+
+	stepErr := errors.New("rename failed")
+	if err := d.commit(func() error { return stepErr }); !errors.Is(err, stepErr) {
+		t.Fatalf("commit with a failing step: %v, want %v", err, stepErr)
+	}
+	d.fail.Store(true)
+	called := false
+	if err := d.commit(func() error { called = true; return nil }); err == nil || called {
+		t.Fatalf("commit over a failing run: err %v, step called %v; want an error and no call", err, called)
 	}
 }
 
