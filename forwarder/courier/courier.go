@@ -330,6 +330,11 @@ func (e end) answers() bool { return e >= endRefused }
 // says otherwise); else one at a time through go-smtp (stepwise). The same
 // replies give the same results and state either way.
 func (a *attempt) transaction(s *session, body io.Reader) ([]Result, end, error) {
+	if err := a.ctx.Err(); err != nil {
+		// Ended already: the connection is being closed under us, but a quick
+		// server could answer the whole transaction first.
+		return a.mailFailed(fmt.Errorf("attempt ended: %w", err))
+	}
 	if a.env.UTF8 && !offers(s.c, "SMTPUTF8") {
 		// RFC 6531 3.2: the message cannot go to a server without
 		// SMTPUTF8; no downgrade is attempted.

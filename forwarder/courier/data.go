@@ -11,10 +11,11 @@ import (
 // not end a line given a CRLF, as net/textproto's DotWriter does) a line at
 // a time, where the DotWriter of go-smtp's DATA command goes a byte at a
 // time. wire is the connection under the SMTP client, whose buffer is empty
-// right after the 354; dot is the DATA command's writer. The body's final
-// CRLF goes through dot, so that closing it ends the data with ".<CRLF>"
-// alone; an empty body is left to dot entirely. A read error of body is
-// returned as it is.
+// right after the 354. If dot, the DATA command's writer, is nil, sendData
+// ends the data itself, the final ".<CRLF>" in the same write as the body's
+// end. Else the body's final CRLF goes through dot, so that closing it ends
+// the data with ".<CRLF>" alone; an empty body is left to dot entirely. A
+// read error of body is returned as it is.
 func sendData(wire, dot io.Writer, body io.Reader) error {
 	bp := dataBufs.Get().(*[]byte)
 	defer dataBufs.Put(bp)
@@ -55,14 +56,19 @@ func sendData(wire, dot io.Writer, body io.Reader) error {
 			return rerr
 		}
 	}
-	if len(out) == 0 {
-		return nil
-	}
 	switch {
+	case len(out) == 0 && dot != nil:
+		return nil
+	case len(out) == 0:
+		out = append(out, '\r', '\n') // an empty body goes as one empty line, as with DotWriter
 	case lastCR:
 		out = append(out, '\n')
 	case !bol:
 		out = append(out, '\r', '\n')
+	}
+	if dot == nil {
+		_, err := wire.Write(append(out, ".\r\n"...))
+		return err
 	}
 	if _, err := wire.Write(out[:len(out)-2]); err != nil {
 		return err
@@ -71,8 +77,10 @@ func sendData(wire, dot io.Writer, body io.Reader) error {
 	return err
 }
 
-// dataChunk is how much sendData reads at a time; its output buffer holds
-// twice that, enough for a chunk of bare LFs and leading dots.
+// dataChunk is how much sendData reads at a time. Its output buffer, the
+// rest of a pooled buffer, holds three times that: up to a chunk not yet
+// sent, a chunk of bare LFs or leading dots (each doubled), and the final
+// ".<CRLF>".
 const dataChunk = 32 << 10
 
-var dataBufs = sync.Pool{New: func() any { b := make([]byte, 4*dataChunk); return &b }}
+var dataBufs = sync.Pool{New: func() any { b := make([]byte, 4*dataChunk+len(".\r\n")); return &b }}

@@ -10,12 +10,19 @@ import (
 	"testing/iotest"
 )
 
-// wireForm is what sendData then closing the DATA writer put on the wire.
-// The reader hands the body over in small, uneven pieces, so lines, CRLFs
-// and leading dots fall across reads.
-func wireForm(t testing.TB, body []byte) []byte {
+// wireForm is what sendData then closing the DATA writer put on the wire,
+// or with own, what sendData puts there ending the data itself. The reader
+// hands the body over in small, uneven pieces, so lines, CRLFs and leading
+// dots fall across reads.
+func wireForm(t testing.TB, body []byte, own bool) []byte {
 	t.Helper()
 	var buf bytes.Buffer
+	if own {
+		if err := sendData(&buf, nil, iotest.HalfReader(bytes.NewReader(body))); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
 	bw := bufio.NewWriter(&buf)
 	dot := textproto.NewWriter(bw).DotWriter()
 	if err := sendData(&buf, dot, iotest.HalfReader(bytes.NewReader(body))); err != nil {
@@ -70,9 +77,12 @@ func TestSendData(t *testing.T) {
 		{long, long + ".\r\n"},
 		{strings.Repeat(".\n", dataChunk), strings.Repeat("..\r\n", dataChunk) + ".\r\n"},
 	} {
-		got := wireForm(t, []byte(tc.body))
+		got := wireForm(t, []byte(tc.body), false)
 		if string(got) != tc.want {
 			t.Errorf("body %.40q: sent %.60q, want %.60q", tc.body, got, tc.want)
+		}
+		if own := wireForm(t, []byte(tc.body), true); string(own) != tc.want {
+			t.Errorf("body %.40q, data ended by sendData: sent %.60q, want %.60q", tc.body, own, tc.want)
 		}
 		if !oddCR([]byte(tc.body)) {
 			if tp := textprotoForm(t, []byte(tc.body)); !bytes.Equal(got, tp) {
@@ -82,7 +92,8 @@ func TestSendData(t *testing.T) {
 	}
 }
 
-// FuzzSendData: sendData sends what net/textproto's DotWriter sends, for
+// FuzzSendData: sendData sends the same whether it or the DATA writer ends
+// the data; it sends what net/textproto's DotWriter sends, for
 // every body without a stray CR, and for any body something a DATA reader
 // takes back as the body with its lines ended by CRLF.
 func FuzzSendData(f *testing.F) {
@@ -90,7 +101,10 @@ func FuzzSendData(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		got := wireForm(t, body)
+		got := wireForm(t, body, false)
+		if own := wireForm(t, body, true); !bytes.Equal(own, got) {
+			t.Fatalf("body %q: sent %q ending the data itself, %q through the DATA writer", body, own, got)
+		}
 		if !oddCR(body) {
 			if want := textprotoForm(t, body); !bytes.Equal(got, want) {
 				t.Fatalf("body %q: sent %q, net/textproto sends %q", body, got, want)

@@ -89,12 +89,8 @@ func (a *attempt) pipelined(s *session, group []byte, body io.Reader) ([]Result,
 	if err != nil {
 		return a.results, a.dataRefused(accepted, err), nil
 	}
-	// The DATA writer sees only the body's final CRLF (see sendData).
-	dot := textproto.NewWriter(bufio.NewWriterSize(s.wire, 16)).DotWriter()
-	return a.results, a.data(s, accepted, body, dot, func() (string, error) {
-		if err := dot.Close(); err != nil {
-			return "", err
-		}
+	// sendData ends the data: the body's end and the final dot go in one write.
+	return a.results, a.data(s, accepted, body, nil, func() (string, error) {
 		return a.reply(s, 250)
 	}), nil
 }
