@@ -27,6 +27,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -63,6 +64,7 @@ type config struct {
 	drain    time.Duration
 	timeout  time.Duration
 	csv      string
+	starttls bool
 }
 
 func main() {
@@ -81,6 +83,7 @@ func main() {
 	flag.DurationVar(&c.duration, "duration", 20*time.Second, "latency: how long to send")
 	flag.DurationVar(&c.drain, "drain", 60*time.Second, "wait this long after the last 250 for the sink to see every message")
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Minute, "give up on the whole run after this")
+	flag.BoolVar(&c.starttls, "starttls", false, "send every message after STARTTLS (certificate not checked)")
 	flag.StringVar(&c.csv, "csv", "", "write one line per message here: seq, start, 250 and arrival in ms from the run's start")
 	flag.Parse()
 	r, err := strconv.ParseFloat(strings.TrimSuffix(rate, "/s"), 64)
@@ -340,7 +343,16 @@ func send(ctx context.Context, c config, runID string, seq int) (t250 time.Time,
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
-	cl := smtp.NewClient(conn)
+	var cl *smtp.Client
+	if c.starttls {
+		// EHLO, STARTTLS; the EHLO below is the one after it.
+		if cl, err = smtp.NewClientStartTLS(conn, &tls.Config{InsecureSkipVerify: true}); err != nil {
+			conn.Close()
+			return t250, "starttls", err
+		}
+	} else {
+		cl = smtp.NewClient(conn)
+	}
 	defer cl.Close()
 	cl.CommandTimeout = 2 * time.Minute
 	cl.SubmissionTimeout = 5 * time.Minute
