@@ -71,9 +71,12 @@ func (f *Forwarder) Queue() *queue.Queue { return f.q }
 func (f *Forwarder) Index() *route.Index { return f.ix }
 
 // Start opens the spool, reloads the queue from it, follows the store and
-// listens on cfg.Addr. It returns once the listener is open.
+// listens on cfg.Addr. It returns once the listener is open. Accepted
+// connections have no TCP keepalive (which costs four setsockopt calls
+// each): the session's timeouts already end one whose client is gone.
 func (f *Forwarder) Start(ctx context.Context) error {
-	l, err := net.Listen("tcp", f.cfg.Addr)
+	lc := net.ListenConfig{KeepAlive: -1}
+	l, err := lc.Listen(ctx, "tcp", f.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("smtp: listen %s: %w", f.cfg.Addr, err)
 	}
