@@ -357,7 +357,7 @@ func (s *Spool) Put(m *Meta, body io.Reader, maxSize int64) error {
 
 	n, err := copyBody(f, body, maxSize)
 	if err == nil {
-		err = f.Truncate(n) // a reused file may be longer
+		err = truncate(f, n)
 	}
 	if err == nil {
 		err = s.syncFile(f)
@@ -401,6 +401,17 @@ func (s *Spool) Put(m *Meta, body io.Reader, maxSize int64) error {
 	}
 	committed = true
 	return nil
+}
+
+// truncate cuts f, just written from its start with n bytes, to n bytes
+// if it is longer (a reused file). It truncates only then: an ftruncate,
+// even to the size a file has, costs a journal update.
+func truncate(f *os.File, n int64) error {
+	fi, err := f.Stat()
+	if err != nil || fi.Size() <= n {
+		return err
+	}
+	return f.Truncate(n)
 }
 
 // renameNoReplace renames oldpath to newpath unless newpath exists: then
@@ -521,7 +532,7 @@ func (s *Spool) writeMeta(id string, data []byte) (string, error) {
 	}
 	_, err = f.Write(data)
 	if err == nil {
-		err = f.Truncate(int64(len(data))) // a reused file may be longer
+		err = truncate(f, int64(len(data)))
 	}
 	if err == nil {
 		err = s.syncFile(f)
